@@ -1,0 +1,2 @@
+//! Thread-per-core substrate.
+#![warn(missing_docs)]
