@@ -1,5 +1,8 @@
 //! kefu: a self-hosted customer-service chat gateway.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod ids;
+pub mod model;
 pub mod protocol;
+pub mod tenants;
