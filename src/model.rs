@@ -227,6 +227,9 @@ pub struct ConvMeta {
     pub excluded_agent: Option<UserId>,
     /// When it was last assigned, unix milliseconds (0: never).
     pub assigned_ms: u64,
+    /// The agent who served it last (kept after it closes, so that agent may
+    /// still read its history).
+    pub served_by: Option<UserId>,
 }
 
 /// Per-visitor state that outlives conversations: the sticky agent.

@@ -1,0 +1,199 @@
+//! A shard: one core's share of the gateway.
+//!
+//! A [`Shard`] owns, as plain single-threaded data: the connections it
+//! accepted, the conversations and visitors placed on it, the routers of
+//! the tenants placed on it, and its half of the append pipeline. Other
+//! shards reach any of it only through [`envelope::Envelope`]s on the mesh.
+//!
+//! Handlers never hold a `RefCell` borrow across an `.await`, and a handler
+//! never calls another shard-state handler directly: work for this same
+//! shard goes through the mesh's local queue. The one exception is
+//! delivery to a local connection, which touches only that connection's
+//! outbound queue and so cannot re-enter anything.
+
+pub mod dispatch;
+pub mod envelope;
+pub mod routers;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use shards::event::Event;
+use shards::mesh::Mesh;
+use shards::pool::BufferPool;
+
+use crate::config::Settings;
+use crate::conversation::append::Appender;
+use crate::conversation::{tenant_placement, visitor_placement, Conversations};
+use crate::ids::{ConnRef, ConvId, TenantId, UserId};
+use crate::metrics::ShardMetrics;
+use crate::protocol::{server, ErrorCode};
+use crate::routing::TenantRouter;
+use crate::session::Conn;
+use crate::store::Store;
+use crate::tenants::Tenants;
+
+use envelope::Envelope;
+
+/// Read buffer shared by every connection of a shard: sockets are read
+/// into it only while a read is ready, so idle connections hold none.
+pub const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// The process-wide facts every shard starts with.
+#[derive(Clone)]
+pub struct Shared {
+    /// The effective settings.
+    pub settings: Arc<Settings>,
+    /// The durable log.
+    pub store: Arc<dyn Store>,
+}
+
+/// Where a shard is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting and serving.
+    Serving,
+    /// Shutting down: not accepting, closing connections, finishing flushes.
+    Draining,
+}
+
+/// One core's share of the gateway.
+pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    /// How many shards run.
+    pub count: usize,
+    /// The channel mesh to every shard (this one included).
+    pub mesh: Rc<Mesh<Envelope>>,
+    /// The effective settings.
+    pub settings: Arc<Settings>,
+    /// The tenants (replaced whole on reload).
+    pub tenants: RefCell<Arc<Tenants>>,
+    /// The durable log, used from blocking threads only.
+    pub store: Arc<dyn Store>,
+    /// Counters.
+    pub metrics: ShardMetrics,
+    /// Connections accepted by this shard, by id.
+    pub conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    /// The next connection id.
+    next_conn: Cell<u64>,
+    /// Conversations and visitors placed here.
+    pub convs: RefCell<Conversations>,
+    /// The append pipeline's queues.
+    pub appender: Appender,
+    /// Routers of the tenants placed here.
+    pub routers: RefCell<HashMap<TenantId, TenantRouter>>,
+    /// Socket read buffer, see [`SCRATCH_BYTES`].
+    pub scratch: RefCell<Vec<u8>>,
+    /// Buffers for partial frames and handshakes.
+    pub pool: BufferPool,
+    /// Serving or draining.
+    pub phase: Cell<Phase>,
+    /// Fired when the phase changes.
+    pub phase_changed: Event,
+    /// Scrapes in progress (shard 0 only): id -> snapshots gathered so far.
+    pub scrapes: RefCell<HashMap<u64, dispatch::Scrape>>,
+    /// The next scrape id.
+    pub next_scrape: Cell<u64>,
+}
+
+impl Shard {
+    /// A shard with nothing in it yet.
+    pub fn new(id: usize, count: usize, mesh: Rc<Mesh<Envelope>>, shared: &Shared) -> Self {
+        Shard {
+            id,
+            count,
+            mesh,
+            settings: shared.settings.clone(),
+            tenants: RefCell::new(shared.settings.tenants.clone()),
+            store: shared.store.clone(),
+            metrics: ShardMetrics::default(),
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(1),
+            convs: RefCell::new(Conversations::default()),
+            appender: Appender::default(),
+            routers: RefCell::new(HashMap::new()),
+            scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
+            pool: BufferPool::new(4096, 64 * 1024, 256),
+            phase: Cell::new(Phase::Serving),
+            phase_changed: Event::new(),
+            scrapes: RefCell::new(HashMap::new()),
+            next_scrape: Cell::new(1),
+        }
+    }
+
+    /// A fresh connection id (never reused in this process).
+    pub fn next_conn_id(&self) -> u64 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        id
+    }
+
+    /// The shard that is home to a visitor (its state and conversations).
+    pub fn home_of(&self, tenant: &TenantId, visitor: &UserId) -> usize {
+        shards::shard_for(visitor_placement(tenant, visitor), self.count)
+    }
+
+    /// The shard that owns a conversation, or `None` for a malformed id.
+    pub fn conv_shard(&self, conv: &ConvId) -> Option<usize> {
+        conv.placement().map(|p| shards::shard_for(p, self.count))
+    }
+
+    /// The shard that routes a tenant.
+    pub fn router_of(&self, tenant: &TenantId) -> usize {
+        shards::shard_for(tenant_placement(tenant), self.count)
+    }
+
+    /// Sends an envelope to a shard (this one included) through the mesh.
+    pub fn send(&self, to: usize, envelope: Envelope) {
+        self.mesh.send(to, envelope);
+    }
+
+    /// Sends frames to one connection, wherever it is.
+    pub fn to_conn(&self, conn: ConnRef, frames: Vec<Bytes>) {
+        self.conn_bound(conn.shard, Envelope::ToConn { conn: conn.id, frames });
+    }
+
+    /// Sends one frame to one connection, wherever it is.
+    pub fn frame_to(&self, conn: ConnRef, frame: Bytes) {
+        self.to_conn(conn, vec![frame]);
+    }
+
+    /// Sends an `error` frame to a connection.
+    pub fn error_to(&self, conn: ConnRef, code: ErrorCode, message: &str, reference: Option<&str>) {
+        self.metrics.error(code);
+        self.frame_to(conn, server::error(code, message, reference));
+    }
+
+    /// Hands a connection-bound envelope to its shard: handled at once when
+    /// the connection is here (it only touches that connection), otherwise
+    /// sent. Both paths keep the order of envelopes per connection.
+    pub fn conn_bound(&self, shard: usize, envelope: Envelope) {
+        if shard == self.id {
+            self.on_conn_envelope(envelope);
+        } else {
+            self.send(shard, envelope);
+        }
+    }
+
+    /// Delivers one frame to many connections: one envelope per shard.
+    pub fn fan_out(&self, conns: impl IntoIterator<Item = ConnRef>, frame: &Bytes) {
+        let mut by_shard: Vec<Vec<u64>> = vec![Vec::new(); self.count];
+        for conn in conns {
+            by_shard[conn.shard].push(conn.id);
+        }
+        for (shard, ids) in by_shard.into_iter().enumerate() {
+            if !ids.is_empty() {
+                self.conn_bound(shard, Envelope::Deliver { conns: ids, frame: frame.clone() });
+            }
+        }
+    }
+
+    /// Is the shard draining?
+    pub fn draining(&self) -> bool {
+        self.phase.get() == Phase::Draining
+    }
+}
