@@ -6,3 +6,4 @@ pub mod ids;
 pub mod model;
 pub mod protocol;
 pub mod tenants;
+pub mod websocket;
