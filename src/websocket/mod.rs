@@ -40,6 +40,11 @@
 //! buffered, and the caller closes with 1003. No extension or subprotocol is
 //! negotiated.
 
+pub mod codec;
 pub mod handshake;
 
+pub use codec::{
+    close_code_allowed, close_frame, frame_payload, payload_offset, ping_frame, pong_frame,
+    text_frame, unmask, Decoder, Event, Flow, TextFrameBuilder, Violation, MAX_CONTROL_PAYLOAD,
+};
 pub use handshake::{accept_upgrade, parse_request, response, HttpError, RequestHead, MAX_HEADERS};
