@@ -1579,6 +1579,83 @@ mod tests {
         );
     }
 
+    /// A small deterministic generator, so the randomized tests need no crate
+    /// and fail the same way every run.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Feeds `stream` in random pieces, answering Stop at random, and resumes
+    /// until all input is decoded.
+    fn run_random(stream: &[u8], rng: &mut XorShift) -> (Vec<Got>, Result<(), Violation>) {
+        let mut decoder = Decoder::new(65536);
+        let mut got = Vec::new();
+        let mut rest = stream;
+        loop {
+            let take = rng.below(40).min(rest.len());
+            let mut chunk = rest[..take].to_vec();
+            rest = &rest[take..];
+            let stop_odds = rng.below(3);
+            let mut coin = rng.next();
+            let result = decoder.feed(&mut chunk, &mut |event| {
+                got.push(own(event));
+                coin = coin.rotate_left(1);
+                if stop_odds > 0 && coin % 3 == 0 {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            });
+            if result.is_err() {
+                return (got, result);
+            }
+            if rest.is_empty() && !decoder.has_pending_input() {
+                return (got, Ok(()));
+            }
+        }
+    }
+
+    #[test]
+    fn random_pieces_and_pauses_give_the_same_events() {
+        let (stream, expected) = mixed_stream();
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for round in 0..2000 {
+            let (got, result) = run_random(&stream, &mut rng);
+            result.unwrap();
+            assert_eq!(got, expected, "round {round}");
+        }
+    }
+
+    #[test]
+    fn corrupted_streams_never_panic() {
+        // Flip random bytes of a valid stream (headers included) and decode in
+        // random pieces: any outcome but a panic is fine, and a violation is
+        // sticky.
+        let (stream, _) = mixed_stream();
+        let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
+        for _ in 0..5000 {
+            let mut corrupted = stream.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(corrupted.len());
+                corrupted[at] = rng.next() as u8;
+            }
+            let cut = rng.below(corrupted.len());
+            corrupted.truncate(corrupted.len() - cut / 8);
+            let _ = run_random(&corrupted, &mut rng);
+        }
+    }
+
     // -- encoding ---------------------------------------------------------
 
     /// Parses a server frame back with tungstenite's parser.
