@@ -40,6 +40,17 @@ impl Notify {
         Notified { notify: self }
     }
 
+    /// For hand-written futures: `Ready` (and the flag cleared) if it was
+    /// set, else registers the task's waker and returns `Pending`.
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flag.replace(false) {
+            Poll::Ready(())
+        } else {
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
     /// Is the flag set (without clearing it)?
     pub fn is_set(&self) -> bool {
         self.flag.get()
@@ -56,11 +67,6 @@ impl Future for Notified<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.notify.flag.replace(false) {
-            Poll::Ready(())
-        } else {
-            *self.notify.waker.borrow_mut() = Some(cx.waker().clone());
-            Poll::Pending
-        }
+        self.notify.poll_notified(cx)
     }
 }

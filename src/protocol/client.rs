@@ -124,6 +124,9 @@ pub struct Refusal {
     pub message: String,
     /// The frame's `id` or `ref`, when it had one.
     pub reference: Option<String>,
+    /// The frame said `"type":"hello"` (a malformed hello closes with 4400,
+    /// any other bad first frame with 4401).
+    pub hello: bool,
 }
 
 /// The outcome of parsing one text frame.
@@ -204,32 +207,34 @@ pub fn parse(text: &str) -> Parsed<'_> {
     let raw: RawFrame<'_> = match serde_json::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            let reference = reference_of_invalid(text);
+            let (reference, hello) = reference_of_invalid(text);
             let message = if e.is_syntax() || e.is_eof() {
                 format!("not valid JSON: {e}")
             } else {
                 format!("malformed frame: {e}")
             };
-            return Parsed::Refused(Refusal { code: ErrorCode::BadRequest, message, reference });
+            return Parsed::Refused(Refusal { code: ErrorCode::BadRequest, message, reference, hello });
         }
     };
     let reference = raw.id.clone().or_else(|| raw.reference.clone()).map(|t| t.0);
+    let hello = raw.kind.as_ref().is_some_and(|k| k.0 == "hello");
     match command(raw) {
         Ok(cmd) => Parsed::Command(cmd, reference),
         Err(message) => Parsed::Refused(Refusal {
             code: ErrorCode::BadRequest,
             message,
             reference: reference.map(Cow::into_owned),
+            hello,
         }),
     }
 }
 
 /// Best effort: the `id` or `ref` of a frame that failed to parse as a
 /// frame (a field of the wrong type, say), so its error can name it.
-fn reference_of_invalid(text: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+fn reference_of_invalid(text: &str) -> (Option<String>, bool) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else { return (None, false) };
     let pick = |key| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    pick("id").or_else(|| pick("ref"))
+    (pick("id").or_else(|| pick("ref")), pick("type").as_deref() == Some("hello"))
 }
 
 /// The fields of a [`RawFrame`], unwrapped.
