@@ -130,6 +130,8 @@ mod queue;
 mod router;
 
 #[cfg(test)]
+mod random_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

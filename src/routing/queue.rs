@@ -198,4 +198,36 @@ impl Queue {
     pub(super) fn keys(&self) -> impl Iterator<Item = QueueKey> + '_ {
         self.order.keys().copied()
     }
+
+    /// Checks the internal bookkeeping (tests).
+    #[cfg(test)]
+    pub(super) fn check(&self) {
+        let mut counts = [0usize; 3];
+        for key in self.order.keys() {
+            counts[key.class as usize] += 1;
+        }
+        assert_eq!(counts, self.counts, "class counts");
+        let lane_total: usize = self.lanes.values().map(BTreeSet::len).sum();
+        assert_eq!(lane_total, self.order.len(), "lanes hold every key once");
+        for lane in self.lanes.values() {
+            assert!(!lane.is_empty(), "no empty lane kept");
+            for key in lane {
+                assert!(self.order.contains_key(key), "lane key not queued");
+            }
+        }
+    }
+
+    /// Does the lane of `skill` hold `key` (tests)?
+    #[cfg(test)]
+    pub(super) fn lane_has(&self, skill: &Skill, key: QueueKey) -> bool {
+        self.lanes
+            .get(skill)
+            .is_some_and(|lane| lane.contains(&key))
+    }
+
+    /// The last position sent for `key` (tests).
+    #[cfg(test)]
+    pub(super) fn last_sent(&self, key: QueueKey) -> Option<u32> {
+        self.order.get(&key).and_then(|slot| slot.last_sent)
+    }
 }

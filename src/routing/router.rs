@@ -572,12 +572,12 @@ impl TenantRouter {
     /// (with no excluded agent) finds nobody: the rest of that skill's queue
     /// would find nobody either, since room only shrinks during a pass.
     fn pass(&mut self, now_ms: u64, out: &mut Vec<RouterAction>) {
-        if self.ready.is_empty() || self.queue.is_empty() {
-            return;
-        }
         #[cfg(test)]
         if self.naive {
             return self.naive_pass(now_ms, out);
+        }
+        if self.ready.is_empty() || self.queue.is_empty() {
+            return;
         }
         struct Lane {
             skill: Skill,
@@ -619,19 +619,63 @@ impl TenantRouter {
         }
     }
 
-    /// The reference pass (tests): a plain walk of the whole queue.
+    /// The reference pass (tests): a plain walk of the whole queue with a
+    /// brute-force choice, sharing nothing with the optimised pass but the
+    /// bookkeeping of an assignment.
     #[cfg(test)]
     fn naive_pass(&mut self, now_ms: u64, out: &mut Vec<RouterAction>) {
         let keys: Vec<QueueKey> = self.queue.keys().collect();
         for key in keys {
-            if self.ready.is_empty() {
-                break;
-            }
             let conv = self.queue.conv(key).clone();
-            if let Some(agent) = self.choose(&conv, now_ms) {
+            if let Some(agent) = self.naive_choose(&conv, now_ms) {
                 self.assign_queued(&conv, agent, now_ms, out);
             }
         }
+    }
+
+    /// The rules of the module docs, written out literally over every agent
+    /// (tests).
+    #[cfg(test)]
+    pub(super) fn naive_choose(&self, conv: &ConvId, now_ms: u64) -> Option<UserId> {
+        let c = &self.convs[conv];
+        let ConvState::Queued { excluded, .. } = &c.state else {
+            return None;
+        };
+        let mut eligible: Vec<&Agent> = self
+            .agents
+            .values()
+            .filter(|a| {
+                !a.conns.is_empty()
+                    && a.status == AgentStatus::Online
+                    && a.open.len() < a.profile.max_chats as usize
+                    && match &c.info.skill {
+                        None => true,
+                        Some(skill) => a.profile.skills.contains(skill),
+                    }
+                    && excluded.as_ref() != Some(&a.profile.id)
+            })
+            .collect();
+        if let Some((last, at)) = self.sticky.get(&c.info.visitor) {
+            if now_ms <= at + self.sticky_window_ms {
+                if let Some(a) = eligible.iter().find(|a| &a.profile.id == last) {
+                    return Some(a.profile.id.clone());
+                }
+            }
+        }
+        if let Some(lang) = &c.info.lang {
+            if eligible.iter().any(|a| a.profile.langs.contains(lang)) {
+                eligible.retain(|a| a.profile.langs.contains(lang));
+            }
+        }
+        eligible.sort_by(|a, b| {
+            let load_a = a.open.len() as u64 * u64::from(b.profile.max_chats);
+            let load_b = b.open.len() as u64 * u64::from(a.profile.max_chats);
+            load_a
+                .cmp(&load_b)
+                .then(a.last_assign.cmp(&b.last_assign))
+                .then(a.profile.id.cmp(&b.profile.id))
+        });
+        eligible.first().map(|a| a.profile.id.clone())
     }
 
     /// Does queued `conv` exclude an agent?
