@@ -1,6 +1,7 @@
 //! [`TenantRouter`]: the state and decisions of one tenant's routing.
 
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 
 use crate::ids::{ConnRef, ConvId, TenantId, UserId};
@@ -170,11 +171,14 @@ impl TenantRouter {
     ) -> Vec<RouterAction> {
         let mut out = Vec::new();
         let id = profile.id.clone();
-        let agent = self
-            .agents
-            .entry(id.clone())
-            .or_insert_with(|| Agent::new(profile.clone()));
-        agent.profile = profile;
+        let agent = match self.agents.entry(id.clone()) {
+            Entry::Occupied(known) => {
+                let agent = known.into_mut();
+                agent.profile = profile;
+                agent
+            }
+            Entry::Vacant(new) => new.insert(Agent::new(profile)),
+        };
         let others: Vec<ConnRef> = agent.conns.iter().copied().filter(|c| *c != conn).collect();
         let echo = agent.status == AgentStatus::Away && !others.is_empty();
         if !agent.conns.contains(&conn) {
