@@ -99,6 +99,9 @@
 //! - Duplicate events are no-ops: enqueueing or restoring a conversation the
 //!   router already holds, closing or rejecting one it does not hold,
 //!   disconnecting a connection it does not know.
+//! - Calls that cannot make anyone eligible run no pass: a disconnect, going
+//!   `away`, a queued conversation closing. The queue is settled after every
+//!   call (see Complexity), so such a pass could only find nothing.
 //! - [`TenantRouter::assign_rejected`] is treated exactly like a close: the
 //!   conversation's shard only refuses an assignment when the conversation was
 //!   closed meanwhile, and closed is final.
