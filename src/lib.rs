@@ -5,5 +5,6 @@ pub mod config;
 pub mod ids;
 pub mod model;
 pub mod protocol;
+pub mod routing;
 pub mod tenants;
 pub mod websocket;

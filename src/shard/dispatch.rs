@@ -82,7 +82,7 @@ impl Shard {
                 let r = router.stats();
                 TenantSnapshot {
                     tenant: tenant.to_string(),
-                    queue_len: r.queue_len as u64,
+                    queue_len: r.queued as u64,
                     agents_online: r.agents_online as u64,
                     agents_away: r.agents_away as u64,
                     agents_in_grace: r.agents_in_grace as u64,

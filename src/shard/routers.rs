@@ -125,14 +125,14 @@ impl Shard {
         let result = self.router(&tenant).transfer(&conv, &from, to.as_ref(), now_ms());
         match result {
             Ok(actions) => self.execute(&tenant, actions),
-            Err(TransferError::Forbidden) => {
-                self.error_to(conn, ErrorCode::Forbidden, "the conversation is not assigned to you", None)
-            }
-            Err(TransferError::NotFound) => {
-                self.error_to(conn, ErrorCode::NotFound, "no such agent is connected", None)
-            }
-            Err(TransferError::BadRequest) => {
-                self.error_to(conn, ErrorCode::BadRequest, "cannot transfer a conversation to yourself", None)
+            Err(e) => {
+                let message = match e {
+                    TransferError::UnknownConversation => "no such conversation",
+                    TransferError::Forbidden => "the conversation is not assigned to you",
+                    TransferError::NotFound => "no such agent is connected",
+                    TransferError::ToSelf => "cannot transfer a conversation to yourself",
+                };
+                self.error_to(conn, e.code(), message, None)
             }
         }
     }
