@@ -49,6 +49,8 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     /// The durable log.
     pub store: Arc<dyn Store>,
+    /// Set once every shard accepts connections (`/health`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where a shard is in its life.
@@ -98,6 +100,10 @@ pub struct Shard {
     pub scrapes: RefCell<HashMap<u64, dispatch::Scrape>>,
     /// The next scrape id.
     pub next_scrape: Cell<u64>,
+    /// Ready flag shared by all shards (`/health`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// This shard's own `Rc`, for spawning tasks from `&self` methods.
+    this: RefCell<std::rc::Weak<Shard>>,
 }
 
 impl Shard {
@@ -122,7 +128,19 @@ impl Shard {
             phase_changed: Event::new(),
             scrapes: RefCell::new(HashMap::new()),
             next_scrape: Cell::new(1),
+            ready: shared.ready.clone(),
+            this: RefCell::new(std::rc::Weak::new()),
         }
+    }
+
+    /// Records the shard's own `Rc` (call once, right after `Rc::new`).
+    pub fn set_self(self: &Rc<Self>) {
+        *self.this.borrow_mut() = Rc::downgrade(self);
+    }
+
+    /// The shard's own `Rc`.
+    pub fn rc(&self) -> Rc<Shard> {
+        self.this.borrow().upgrade().expect("set_self was called at start-up")
     }
 
     /// A fresh connection id (never reused in this process).
