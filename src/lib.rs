@@ -1,6 +1,7 @@
 //! kefu: a self-hosted customer-service chat gateway.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod ids;
 pub mod model;
