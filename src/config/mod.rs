@@ -248,7 +248,7 @@ impl Layers<'_> {
     ) -> Result<Option<T>, ConfigError> {
         let (value, origin) = if let Some(v) = cli {
             (Some(v), Origin::Flag(format!("--{flag}")))
-        } else if let Some((v, var)) = self.from_env(flag, &parse)? {
+        } else if let Some((v, var)) = self.env_value(flag, &parse)? {
             (Some(v), Origin::Env(var))
         } else if let (Some(v), Some(path)) = (file, &self.file) {
             let origin = Origin::File {
@@ -263,7 +263,7 @@ impl Layers<'_> {
         Ok(value)
     }
 
-    fn from_env<T>(
+    fn env_value<T>(
         &self,
         flag: &str,
         parse: impl Fn(&OsStr) -> Result<T, String>,
