@@ -646,6 +646,19 @@ fn settings_validate_on_its_own() {
         "shards: must be at least 1"
     );
     st.shards = 1;
+    st.cpus = Some(vec![]);
+    assert_eq!(
+        st.validate().unwrap_err().to_string(),
+        "cpus: the CPU list is empty"
+    );
+    let cpu = values::allowed_cpus().map_or(0, |c| c[0]);
+    st.cpus = Some(vec![cpu, cpu]);
+    assert_eq!(
+        st.validate().unwrap_err().to_string(),
+        format!("cpus: CPU {cpu} is listed twice")
+    );
+    st.cpus = Some(vec![cpu]);
+    st.validate().unwrap();
     st.tenants = Arc::new(Tenants::new([Tenant {
         id: TenantId::new("acme"),
         secret: Arc::from(&b""[..]),
