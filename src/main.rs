@@ -1,1 +1,10 @@
-fn main() {}
+//! The `kefu` binary: the command line of [`kefu::cli`].
+
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    kefu::cli::run(|_settings| Err("serve is not wired yet".into()))
+}
