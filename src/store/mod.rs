@@ -92,7 +92,8 @@
 //! - **Nothing of the batch is visible** through this store afterwards: no
 //!   entry, dedupe record, state or cursor of it is returned by any later
 //!   read. Errors found before writing ([`StoreError::Invalid`],
-//!   [`StoreError::Encode`], [`StoreError::Stopped`]) wrote nothing, and the store stays usable:
+//!   [`StoreError::Encode`], [`StoreError::Stopped`],
+//!   [`StoreError::Injected`]) wrote nothing, and the store stays usable:
 //!   the caller may reuse the batch's seqs.
 //! - If writing failed (`apply_batch`, `flush` or `fdatasync`), the store
 //!   undoes in memory every batch that has not returned `Ok` yet, newest
@@ -118,12 +119,14 @@ use std::time::Duration;
 use crate::ids::{ConvId, Participant, TenantId, UserId};
 use crate::model::{ConvMeta, DedupeHit, DedupeKey, Entry, EntryView, VisitorMeta};
 
+mod faulty;
 mod keys;
 mod records;
 mod sled_store;
 #[cfg(test)]
 mod tests;
 
+pub use faulty::{FaultMode, FaultSwitch, FaultyStore};
 pub use sled_store::SledStore;
 
 /// The version of the key layout and record encoding. Written into a new
@@ -390,6 +393,12 @@ pub enum StoreError {
     /// failure; see the module docs. Restart the process.
     #[error("the store stopped after an earlier write failure; restart needed")]
     Stopped,
+    /// A fault injected by [`FaultyStore`] (nothing was written).
+    #[error("injected storage fault during {op}")]
+    Injected {
+        /// The call that was failed.
+        op: &'static str,
+    },
 }
 
 impl StoreError {

@@ -175,7 +175,11 @@ fn errors_cross_threads() {
     fn assert_send_sync_static<T: Send + Sync + 'static>() {}
     assert_send_sync_static::<StoreError>();
     assert_send_sync_static::<SledStore>();
-    let _: Arc<dyn Store> = Arc::new(open(tempfile::tempdir().unwrap().path()));
+    assert_send_sync_static::<FaultyStore<SledStore>>();
+    let _: Arc<dyn Store> = Arc::new(FaultyStore::new(
+        Arc::new(open(tempfile::tempdir().unwrap().path())) as Arc<dyn Store>,
+        FaultSwitch::default(),
+    ));
 }
 
 #[test]
@@ -589,6 +593,49 @@ fn large_entries_never_go_to_blob_files() {
     }
     db.flush().unwrap();
     assert!(blob_files(dir.path()) > 0);
+}
+
+#[test]
+fn faulty_store_fails_on_demand_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = FaultSwitch::new(FaultMode::Healthy);
+    let store = FaultyStore::new(open(dir.path()), switch.clone());
+    commit(&store, chats("acme", "c-1", 1, 2));
+
+    switch.set(FaultMode::FailCommits);
+    assert_eq!(store.switch().get(), FaultMode::FailCommits);
+    let mut ops = chats("acme", "c-1", 3, 1);
+    ops.push(conv_op("acme", "c-1", meta("v-1", ConvState::Queued)));
+    let err = store.commit(&CommitBatch { ops: ops.clone() }).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Injected { op: "commit" }),
+        "{err}"
+    );
+    // Reads pass, and show nothing of the failed batch.
+    assert_eq!(seqs(&read_after(&store, "acme", "c-1", 0, 10)), [1, 2]);
+    assert_eq!(
+        seqs(&read_after(store.inner(), "acme", "c-1", 0, 10)),
+        [1, 2]
+    );
+    assert_eq!(store.recover().unwrap(), Recovered::default());
+
+    switch.set(FaultMode::FailAll);
+    assert!(store.recover().is_err());
+    assert!(store.conv(&t("acme"), &c("c-1")).is_err());
+    assert!(store.lookup_dedupe(&[]).is_err());
+    assert!(store
+        .read_entries(&t("acme"), &c("c-1"), 0, 10, &mut |_| {})
+        .is_err());
+    assert!(store
+        .read_entries_before(&t("acme"), &c("c-1"), u64::MAX, 10, &mut |_| {})
+        .is_err());
+    assert!(store.commit(&CommitBatch { ops: ops.clone() }).is_err());
+
+    // Healthy again: the same seqs can be reused.
+    switch.set(FaultMode::Healthy);
+    commit(&store, ops);
+    assert_eq!(seqs(&read_after(&store, "acme", "c-1", 0, 10)), [1, 2, 3]);
+    assert_eq!(store.recover().unwrap().convs[0].last_seq, 3);
 }
 
 #[test]
