@@ -6,5 +6,5 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    kefu::cli::run(|_settings| Err("serve is not wired yet".into()))
+    kefu::cli::run(kefu::server::run)
 }

@@ -35,7 +35,7 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
         }
         if filled == buf.len() {
             shard.metrics.handshake_failed(HandshakeFailure::TooLarge);
-            let _ = write_all(stream, &HttpError::too_large().to_response()).await;
+            let _ = write_all(stream, &HttpError { status: 431, reason: "Request Header Fields Too Large", message: "request head too large", headers: &[] }.to_response()).await;
             shard.pool.give(buf);
             return None;
         }
