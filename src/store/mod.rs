@@ -84,7 +84,11 @@
 //! in one node (about 2 MiB) stay at half the threshold. Chat text is at
 //! most 4 KiB by default and always below the 64 KiB WebSocket message
 //! limit, so entries fit with room to spare. The segment size is written
-//! into sled's `conf` and cannot change for an existing store.
+//! into sled's `conf` and cannot change for an existing store. The cost is
+//! memory: sled allocates each io buffer at the segment size (16 MiB rather
+//! than 512 KiB; one is filling at a time, plus any being written). The
+//! test `large_entries_never_go_to_blob_files` checks both sides: no blob
+//! with our settings, blobs with sled's defaults.
 //!
 //! # Failures
 //!

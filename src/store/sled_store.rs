@@ -108,7 +108,10 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`: sled's files go directly in it.
     ///
     /// A new store gets the current [`SCHEMA_VERSION`], durably, before this
-    /// returns; an existing one must have it.
+    /// returns; an existing one must have it. sled locks the directory: a
+    /// store open elsewhere fails after a wait of up to 2 s (the wait is for
+    /// a store dropped in this process, whose lock sled releases a moment
+    /// late).
     pub fn open(dir: &Path, settings: &StoreSettings) -> Result<SledStore, StoreError> {
         let db = open_sled(&sled_config(dir, settings)).map_err(StoreError::sled("open"))?;
         let log_path = dir.join("db");
