@@ -245,7 +245,8 @@ pub fn run(serve: impl FnOnce(Settings) -> Result<(), Box<dyn Error>>) -> ExitCo
     let code = run_with(
         std::env::args_os(),
         &config::process_env,
-        &mut io::stdout().lock(),
+        // Not locked: `serve` prints its ready line from another thread.
+        &mut io::stdout(),
         serve,
     );
     ExitCode::from(code)

@@ -41,7 +41,10 @@ use super::dedupe::DedupeState;
 use super::{visitor_placement, Conversation, Conversations};
 use crate::ids::{ConnRef, ConvId, Participant, Role, TenantId, UserId};
 use crate::metrics::add;
-use crate::model::{now_ms, AuthorRole, ConvMeta, ConvState, DedupeHit, DedupeKey, Entry, Event as LogEvent, VisitorMeta};
+use crate::model::{
+    now_ms, AuthorRole, ConvMeta, ConvState, DedupeHit, DedupeKey, Entry, Event as LogEvent,
+    VisitorMeta,
+};
 use crate::protocol::{server, ErrorCode};
 use crate::routing::ConvInfo;
 use crate::shard::envelope::{Envelope, Submit};
@@ -70,6 +73,8 @@ pub enum FollowUp {
     },
     /// The conversation closed: stop delivering to anyone.
     Closed,
+    /// A new conversation's `queued` entry is durable: routing may start.
+    Route(ConvInfo),
 }
 
 /// Where an entry came from.
@@ -158,19 +163,25 @@ impl Appender {
 
     /// Marks a conversation's state for writing.
     pub fn conv_changed(&self, tenant: &TenantId, conv: &ConvId) {
-        self.dirty_convs.borrow_mut().insert((tenant.clone(), conv.clone()));
+        self.dirty_convs
+            .borrow_mut()
+            .insert((tenant.clone(), conv.clone()));
         self.commit_wake.notify();
     }
 
     /// Records a receipt cursor for writing (the newest wins).
     pub fn cursor_changed(&self, tenant: &TenantId, conv: &ConvId, who: &Participant, seq: u64) {
-        self.dirty_cursors.borrow_mut().insert((tenant.clone(), conv.clone(), who.clone()), seq);
+        self.dirty_cursors
+            .borrow_mut()
+            .insert((tenant.clone(), conv.clone(), who.clone()), seq);
         self.commit_wake.notify();
     }
 
     /// Records a visitor record for writing.
     pub fn visitor_changed(&self, tenant: &TenantId, visitor: &UserId, meta: VisitorMeta) {
-        self.dirty_visitors.borrow_mut().insert((tenant.clone(), visitor.clone()), meta);
+        self.dirty_visitors
+            .borrow_mut()
+            .insert((tenant.clone(), visitor.clone()), meta);
         self.commit_wake.notify();
     }
 }
@@ -250,7 +261,12 @@ impl Shard {
                 Err(e) => {
                     tracing::error!(shard = self.id, error = %e, "dedupe lookup failed");
                     for (submit, key) in batch {
-                        self.refuse(&submit, key, ErrorCode::Unavailable, "the message was not stored, retry later");
+                        self.refuse(
+                            &submit,
+                            key,
+                            ErrorCode::Unavailable,
+                            "the message was not stored, retry later",
+                        );
                     }
                 }
             }
@@ -259,7 +275,11 @@ impl Shard {
 
     /// The id was already stored: answer with the original ack.
     fn answer_stored(&self, submit: Box<Submit>, key: DedupeKey, hit: DedupeHit) {
-        let waiters = self.convs.borrow_mut().dedupe.remember(key, hit.conv.clone(), hit.seq);
+        let waiters = self
+            .convs
+            .borrow_mut()
+            .dedupe
+            .remember(key, hit.conv.clone(), hit.seq);
         let frame = server::ack(&submit.client_id, hit.conv.as_str(), hit.seq);
         add(&self.metrics.duplicates, 1 + waiters.len() as u64);
         add(&self.metrics.acks, 1 + waiters.len() as u64);
@@ -292,11 +312,21 @@ impl Shard {
                 match convs.convs.get(&lookup) {
                     Some(c) if !c.is_participant(&submit.sender) => {
                         drop(guard);
-                        return self.refuse(&submit, key, ErrorCode::Forbidden, "not a participant of this conversation");
+                        return self.refuse(
+                            &submit,
+                            key,
+                            ErrorCode::Forbidden,
+                            "not a participant of this conversation",
+                        );
                     }
                     Some(c) if c.meta.state == ConvState::Closed => {
                         drop(guard);
-                        return self.refuse(&submit, key, ErrorCode::Closed, "the conversation is closed");
+                        return self.refuse(
+                            &submit,
+                            key,
+                            ErrorCode::Closed,
+                            "the conversation is closed",
+                        );
                     }
                     Some(_) => (conv.clone(), false),
                     None => {
@@ -313,7 +343,12 @@ impl Shard {
             }
             None if submit.sender.role == Role::Agent => {
                 drop(guard);
-                return self.refuse(&submit, key, ErrorCode::BadRequest, "an agent must name a `conv`");
+                return self.refuse(
+                    &submit,
+                    key,
+                    ErrorCode::BadRequest,
+                    "an agent must name a `conv`",
+                );
             }
             None => {
                 let open = convs
@@ -342,17 +377,32 @@ impl Shard {
             text: Some(submit.text.clone()),
             event: None,
         };
-        let conv = convs.convs.get_mut(&(submit.tenant.clone(), conv_id.clone())).expect("resolved above");
+        let conv = convs
+            .convs
+            .get_mut(&(submit.tenant.clone(), conv_id.clone()))
+            .expect("resolved above");
         conv.unflushed += 1;
         self.appender.push(PendingEntry {
             tenant: submit.tenant.clone(),
             conv: conv_id,
             entry,
-            origin: Origin::Client { conn: submit.conn, key },
+            origin: Origin::Client {
+                conn: submit.conn,
+                key,
+            },
         });
         if opened {
-            // The log of a new conversation reads: the message, then `queued`.
-            self.push_system(conv, LogEvent::Queued, FollowUp::Nothing);
+            // The log of a new conversation reads: the message, then
+            // `queued`; routing starts once both are durable.
+            let info = ConvInfo {
+                conv: conv.id.clone(),
+                visitor: conv.meta.visitor.clone(),
+                skill: conv.meta.skill.clone(),
+                lang: conv.meta.lang.clone(),
+                vip: conv.meta.vip,
+                queued_ms: conv.meta.queued_ms,
+            };
+            self.push_system(conv, LogEvent::Queued, FollowUp::Route(info));
         }
     }
 
@@ -385,27 +435,16 @@ impl Shard {
             served_by: None,
         };
         let mut conv = Conversation::new(tenant.clone(), id.clone(), meta, 0);
-        let visitor = convs.visitors.entry((tenant.clone(), visitor_id.clone())).or_default();
+        let visitor = convs
+            .visitors
+            .entry((tenant.clone(), visitor_id.clone()))
+            .or_default();
         for conn in &visitor.conns {
             conv.subscribe(submit.sender.clone(), *conn, false);
         }
         visitor.open_conv = Some(id.clone());
         convs.convs.insert((tenant.clone(), id.clone()), conv);
         self.appender.conv_changed(&tenant, &id);
-        self.send(
-            self.router_of(&tenant),
-            Envelope::Enqueue {
-                tenant: tenant.clone(),
-                info: ConvInfo {
-                    conv: id.clone(),
-                    visitor: visitor_id,
-                    skill: profile.skill,
-                    lang: profile.lang,
-                    vip: profile.vip,
-                    queued_ms: now,
-                },
-            },
-        );
         id
     }
 
@@ -454,7 +493,9 @@ impl Shard {
                             .ops
                             .iter()
                             .filter_map(|op| match op {
-                                Op::Entry { conv, entry, .. } => Some(server::entry_frame(conv.as_str(), &entry.view())),
+                                Op::Entry { conv, entry, .. } => {
+                                    Some(server::entry_frame(conv.as_str(), &entry.view()))
+                                }
                                 _ => None,
                             })
                             .collect();
@@ -467,7 +508,9 @@ impl Shard {
             match result {
                 Ok((_stats, frames)) => {
                     backoff = Duration::ZERO;
-                    self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     if entries > 0 {
                         self.metrics.commit_entries.observe(entries as f64);
                     }
@@ -512,26 +555,58 @@ impl Shard {
             conv.next_seq += 1;
             p.entry.seq = seq;
             if let Origin::Client { key, .. } = &p.origin {
-                ops.push(Op::Dedupe { key: key.clone(), hit: DedupeHit { conv: p.conv.clone(), seq } });
+                ops.push(Op::Dedupe {
+                    key: key.clone(),
+                    hit: DedupeHit {
+                        conv: p.conv.clone(),
+                        seq,
+                    },
+                });
             }
-            ops.push(Op::Entry { tenant: p.tenant.clone(), conv: p.conv.clone(), entry: p.entry });
+            ops.push(Op::Entry {
+                tenant: p.tenant.clone(),
+                conv: p.conv.clone(),
+                entry: p.entry,
+            });
             entries.push((p.tenant, p.conv, seq, p.origin));
         }
-        let dirty: Vec<(TenantId, ConvId)> = self.appender.dirty_convs.borrow_mut().drain().collect();
+        let dirty: Vec<(TenantId, ConvId)> =
+            self.appender.dirty_convs.borrow_mut().drain().collect();
         for (tenant, conv) in &dirty {
             if let Some(c) = convs.convs.get(&(tenant.clone(), conv.clone())) {
-                ops.push(Op::Conv { tenant: tenant.clone(), conv: conv.clone(), meta: c.meta.clone() });
+                ops.push(Op::Conv {
+                    tenant: tenant.clone(),
+                    conv: conv.clone(),
+                    meta: c.meta.clone(),
+                });
             }
         }
         let cursors: Vec<_> = self.appender.dirty_cursors.borrow_mut().drain().collect();
         for ((tenant, conv, who), seq) in &cursors {
-            ops.push(Op::Cursor { tenant: tenant.clone(), conv: conv.clone(), who: who.clone(), seq: *seq });
+            ops.push(Op::Cursor {
+                tenant: tenant.clone(),
+                conv: conv.clone(),
+                who: who.clone(),
+                seq: *seq,
+            });
         }
         let visitors: Vec<_> = self.appender.dirty_visitors.borrow_mut().drain().collect();
         for ((tenant, visitor), meta) in &visitors {
-            ops.push(Op::Visitor { tenant: tenant.clone(), visitor: visitor.clone(), meta: meta.clone() });
+            ops.push(Op::Visitor {
+                tenant: tenant.clone(),
+                visitor: visitor.clone(),
+                meta: meta.clone(),
+            });
         }
-        (CommitBatch { ops }, InFlight { entries, convs: dirty, cursors, visitors })
+        (
+            CommitBatch { ops },
+            InFlight {
+                entries,
+                convs: dirty,
+                cursors,
+                visitors,
+            },
+        )
     }
 
     /// The batch is durable: acks, fan-out, follow-ups.
@@ -540,7 +615,9 @@ impl Shard {
         let convs = &mut *guard;
         let mut finished: Vec<(TenantId, ConvId)> = Vec::new();
         for ((tenant, conv_id, seq, origin), frame) in in_flight.entries.into_iter().zip(frames) {
-            let Some(conv) = convs.convs.get_mut(&(tenant.clone(), conv_id.clone())) else { continue };
+            let Some(conv) = convs.convs.get_mut(&(tenant.clone(), conv_id.clone())) else {
+                continue;
+            };
             conv.durable_seq = seq;
             conv.unflushed = conv.unflushed.saturating_sub(1);
             conv.tail.push(seq, frame.clone());
@@ -548,8 +625,12 @@ impl Shard {
                 Origin::Client { conn, key } => {
                     let client_id = key.client_id.clone();
                     let ack = server::ack(&client_id, conv_id.as_str(), seq);
-                    let recipients: Vec<ConnRef> =
-                        conv.subs.iter().filter(|s| !s.catching_up && s.conn != conn).map(|s| s.conn).collect();
+                    let recipients: Vec<ConnRef> = conv
+                        .subs
+                        .iter()
+                        .filter(|s| !s.catching_up && s.conn != conn)
+                        .map(|s| s.conn)
+                        .collect();
                     let waiters = convs.dedupe.complete(&key, conv_id.clone(), seq);
                     add(&self.metrics.acks, 1 + waiters.len() as u64);
                     for c in std::iter::once(conn).chain(waiters) {
@@ -559,8 +640,12 @@ impl Shard {
                     self.fan_out(recipients, &frame);
                 }
                 Origin::System(follow) => {
-                    let recipients: Vec<ConnRef> =
-                        conv.subs.iter().filter(|s| !s.catching_up).map(|s| s.conn).collect();
+                    let recipients: Vec<ConnRef> = conv
+                        .subs
+                        .iter()
+                        .filter(|s| !s.catching_up)
+                        .map(|s| s.conn)
+                        .collect();
                     add(&self.metrics.frames_out, recipients.len() as u64);
                     self.fan_out(recipients, &frame);
                     self.follow_up(conv, follow);
@@ -579,19 +664,36 @@ impl Shard {
     fn follow_up(&self, conv: &mut Conversation, follow: FollowUp) {
         match follow {
             FollowUp::Nothing => {}
-            FollowUp::Assigned { agent, conns, previous } => {
+            FollowUp::Assigned {
+                agent,
+                conns,
+                previous,
+            } => {
                 if let Some(previous) = previous.filter(|p| *p != agent) {
-                    conv.unsubscribe(&Participant { role: Role::Agent, id: previous });
+                    conv.unsubscribe(&Participant {
+                        role: Role::Agent,
+                        id: previous,
+                    });
                 }
-                let who = Participant { role: Role::Agent, id: agent };
+                let who = Participant {
+                    role: Role::Agent,
+                    id: agent,
+                };
                 for conn in conns {
                     self.start_replay(conv, who.clone(), conn, super::replay::ReplayMode::Live);
                 }
             }
             FollowUp::Requeued { previous } => {
-                conv.unsubscribe(&Participant { role: Role::Agent, id: previous });
+                conv.unsubscribe(&Participant {
+                    role: Role::Agent,
+                    id: previous,
+                });
             }
             FollowUp::Closed => conv.subs.clear(),
+            FollowUp::Route(info) => {
+                let tenant = conv.tenant.clone();
+                self.send(self.router_of(&tenant), Envelope::Enqueue { tenant, info });
+            }
         }
     }
 
@@ -621,7 +723,12 @@ impl Shard {
                         Origin::System(follow) => {
                             let mut entry = entry;
                             entry.seq = 0;
-                            retry.push(PendingEntry { tenant, conv: conv_id, entry, origin: Origin::System(follow) });
+                            retry.push(PendingEntry {
+                                tenant,
+                                conv: conv_id,
+                                entry,
+                                origin: Origin::System(follow),
+                            });
                         }
                     }
                 } else if let Origin::Client { conn, key } = origin {
@@ -632,7 +739,12 @@ impl Shard {
         }
         for (conn, client_id, waiters) in refused {
             for c in std::iter::once(conn).chain(waiters) {
-                self.error_to(c, ErrorCode::Unavailable, "the message was not stored, retry later", Some(&client_id));
+                self.error_to(
+                    c,
+                    ErrorCode::Unavailable,
+                    "the message was not stored, retry later",
+                    Some(&client_id),
+                );
             }
         }
         let mut pending = self.appender.pending.borrow_mut();
@@ -641,7 +753,10 @@ impl Shard {
         }
         let waiting = !pending.is_empty();
         drop(pending);
-        self.appender.dirty_convs.borrow_mut().extend(in_flight.convs);
+        self.appender
+            .dirty_convs
+            .borrow_mut()
+            .extend(in_flight.convs);
         let mut cursors = self.appender.dirty_cursors.borrow_mut();
         for (key, seq) in in_flight.cursors {
             let newest = cursors.entry(key).or_insert(seq);

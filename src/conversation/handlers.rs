@@ -14,23 +14,46 @@ use super::append::FollowUp;
 impl Shard {
     /// A visitor connection said hello: list its open conversation (if any)
     /// for the welcome, replay it, and deliver it live from then on.
-    pub fn on_visitor_attach(&self, tenant: TenantId, visitor: UserId, profile: VisitorProfile, conn: ConnRef) {
+    pub fn on_visitor_attach(
+        &self,
+        tenant: TenantId,
+        visitor: UserId,
+        profile: VisitorProfile,
+        conn: ConnRef,
+    ) {
         let mut guard = self.convs.borrow_mut();
         let convs = &mut *guard;
-        let state = convs.visitors.entry((tenant.clone(), visitor.clone())).or_default();
+        let state = convs
+            .visitors
+            .entry((tenant.clone(), visitor.clone()))
+            .or_default();
         if !state.conns.contains(&conn) {
             state.conns.push(conn);
         }
         state.profile = profile;
         let open = state.open_conv.clone();
-        self.conn_bound(conn.shard, Envelope::WelcomeList { conn: conn.id, convs: open.iter().cloned().collect() });
+        self.conn_bound(
+            conn.shard,
+            Envelope::WelcomeList {
+                conn: conn.id,
+                convs: open.iter().cloned().collect(),
+            },
+        );
         if let Some(id) = open {
-            let who = Participant { role: Role::Visitor, id: visitor };
+            let who = Participant {
+                role: Role::Visitor,
+                id: visitor,
+            };
             match convs.convs.get_mut(&(tenant, id.clone())) {
                 Some(conv) => self.start_replay(conv, who, conn, ReplayMode::Welcome),
                 None => self.conn_bound(
                     conn.shard,
-                    Envelope::Snapshot { conn: conn.id, conv: id, summary: None, frames: Vec::new() },
+                    Envelope::Snapshot {
+                        conn: conn.id,
+                        conv: id,
+                        summary: None,
+                        frames: Vec::new(),
+                    },
                 ),
             }
         }
@@ -41,7 +64,9 @@ impl Shard {
         let mut guard = self.convs.borrow_mut();
         let convs = &mut *guard;
         let key = (tenant.clone(), visitor.clone());
-        let Some(state) = convs.visitors.get_mut(&key) else { return };
+        let Some(state) = convs.visitors.get_mut(&key) else {
+            return;
+        };
         state.conns.retain(|c| *c != conn);
         if let Some(open) = state.open_conv.clone() {
             if let Some(conv) = convs.convs.get_mut(&(tenant.clone(), open)) {
@@ -58,13 +83,18 @@ impl Shard {
         glommio::spawn_local(async move {
             let store = shard.store.clone();
             let (t, c) = (tenant, conv);
-            let found = glommio::executor().spawn_blocking(move || store.conv(&t, &c)).await;
+            let found = glommio::executor()
+                .spawn_blocking(move || store.conv(&t, &c))
+                .await;
             let (code, message) = match found {
                 Ok(Some(_)) => (ErrorCode::Closed, "the conversation is closed"),
                 Ok(None) => (ErrorCode::NotFound, "no such conversation"),
                 Err(e) => {
                     tracing::error!(error = %e, "reading a conversation failed");
-                    (ErrorCode::Unavailable, "could not read the conversation, retry later")
+                    (
+                        ErrorCode::Unavailable,
+                        "could not read the conversation, retry later",
+                    )
                 }
             };
             shard.error_to(conn, code, message, reference.as_deref());
@@ -73,7 +103,14 @@ impl Shard {
     }
 
     /// A receipt cursor.
-    pub fn on_recv(&self, tenant: TenantId, who: Participant, conv_id: ConvId, seq: u64, conn: ConnRef) {
+    pub fn on_recv(
+        &self,
+        tenant: TenantId,
+        who: Participant,
+        conv_id: ConvId,
+        seq: u64,
+        conn: ConnRef,
+    ) {
         let mut convs = self.convs.borrow_mut();
         match convs.get_mut(&tenant, &conv_id) {
             Some(conv) if conv.may_read(&who) => {
@@ -86,7 +123,12 @@ impl Shard {
             }
             Some(_) => {
                 drop(convs);
-                self.error_to(conn, ErrorCode::Forbidden, "not a participant of this conversation", None);
+                self.error_to(
+                    conn,
+                    ErrorCode::Forbidden,
+                    "not a participant of this conversation",
+                    None,
+                );
             }
             // A cursor for a closed conversation no longer matters; an
             // unknown one is answered like any other frame.
@@ -102,7 +144,10 @@ impl Shard {
         glommio::spawn_local(async move {
             let store = shard.store.clone();
             let (t, c) = (tenant, conv);
-            if let Ok(None) = glommio::executor().spawn_blocking(move || store.conv(&t, &c)).await {
+            if let Ok(None) = glommio::executor()
+                .spawn_blocking(move || store.conv(&t, &c))
+                .await
+            {
                 shard.error_to(conn, ErrorCode::NotFound, "no such conversation", None);
             }
         })
@@ -110,7 +155,14 @@ impl Shard {
     }
 
     /// `typing` or `read`: forwarded to the other participants' connections.
-    pub fn on_signal(&self, tenant: TenantId, who: Participant, conn: ConnRef, conv_id: ConvId, signal: Signal) {
+    pub fn on_signal(
+        &self,
+        tenant: TenantId,
+        who: Participant,
+        conn: ConnRef,
+        conv_id: ConvId,
+        signal: Signal,
+    ) {
         let mut convs = self.convs.borrow_mut();
         let Some(conv) = convs.get_mut(&tenant, &conv_id) else {
             drop(convs);
@@ -125,21 +177,40 @@ impl Shard {
             return self.error_to(conn, code, "not a participant of this conversation", None);
         }
         let frame = match signal {
-            Signal::Typing(on) => server::typing(conv_id.as_str(), on, who.role.as_str(), who.id.as_str()),
-            Signal::Read(seq) => server::read(conv_id.as_str(), seq, who.role.as_str(), who.id.as_str()),
+            Signal::Typing(on) => {
+                server::typing(conv_id.as_str(), on, who.role.as_str(), who.id.as_str())
+            }
+            Signal::Read(seq) => {
+                server::read(conv_id.as_str(), seq, who.role.as_str(), who.id.as_str())
+            }
         };
-        let recipients: Vec<ConnRef> = conv.subs.iter().filter(|s| s.who != who).map(|s| s.conn).collect();
+        let recipients: Vec<ConnRef> = conv
+            .subs
+            .iter()
+            .filter(|s| s.who != who)
+            .map(|s| s.conn)
+            .collect();
         drop(convs);
         self.fan_out(recipients, &frame);
     }
 
     /// `close`, by the visitor or the assigned agent.
-    pub fn on_close(&self, tenant: TenantId, who: Participant, conn: ConnRef, conv: Option<ConvId>) {
+    pub fn on_close(
+        &self,
+        tenant: TenantId,
+        who: Participant,
+        conn: ConnRef,
+        conv: Option<ConvId>,
+    ) {
         let mut guard = self.convs.borrow_mut();
         let convs = &mut *guard;
         let conv_id = match conv {
             Some(conv) => conv,
-            None => match convs.visitors.get(&(tenant.clone(), who.id.clone())).and_then(|v| v.open_conv.clone()) {
+            None => match convs
+                .visitors
+                .get(&(tenant.clone(), who.id.clone()))
+                .and_then(|v| v.open_conv.clone())
+            {
                 Some(open) if who.role == Role::Visitor => open,
                 _ => {
                     drop(guard);
@@ -161,7 +232,11 @@ impl Shard {
         }
         conv.meta.state = ConvState::Closed;
         self.appender.conv_changed(&tenant, &conv_id);
-        self.push_system(conv, LogEvent::Closed(Some((who.role.into(), who.id.clone()))), FollowUp::Closed);
+        self.push_system(
+            conv,
+            LogEvent::Closed(Some((who.role.into(), who.id.clone()))),
+            FollowUp::Closed,
+        );
         let visitor = conv.meta.visitor.clone();
         if let Some(state) = convs.visitors.get_mut(&(tenant.clone(), visitor.clone())) {
             if state.open_conv.as_ref() == Some(&conv_id) {
@@ -170,12 +245,25 @@ impl Shard {
         }
         convs.forget_visitor_if_idle(&tenant, &visitor);
         drop(guard);
-        self.send(self.router_of(&tenant), Envelope::ConvClosed { tenant, conv: conv_id });
+        self.send(
+            self.router_of(&tenant),
+            Envelope::ConvClosed {
+                tenant,
+                conv: conv_id,
+            },
+        );
     }
 
     /// `transfer`: checked here (the conversation's shard knows who it is
     /// assigned to), decided by the tenant's router.
-    pub fn on_transfer_request(&self, tenant: TenantId, agent: UserId, conn: ConnRef, conv_id: ConvId, to: Option<UserId>) {
+    pub fn on_transfer_request(
+        &self,
+        tenant: TenantId,
+        agent: UserId,
+        conn: ConnRef,
+        conv_id: ConvId,
+        to: Option<UserId>,
+    ) {
         let mut convs = self.convs.borrow_mut();
         let Some(conv) = convs.get_mut(&tenant, &conv_id) else {
             drop(convs);
@@ -184,24 +272,57 @@ impl Shard {
         let refusal = match &conv.meta.state {
             ConvState::Closed => Some((ErrorCode::Closed, "the conversation is closed")),
             ConvState::Assigned(a) if a.id == agent => None,
-            _ => Some((ErrorCode::Forbidden, "the conversation is not assigned to you")),
+            _ => Some((
+                ErrorCode::Forbidden,
+                "the conversation is not assigned to you",
+            )),
         };
         drop(convs);
         if let Some((code, message)) = refusal {
             return self.error_to(conn, code, message, None);
         }
         if to.as_ref() == Some(&agent) {
-            return self.error_to(conn, ErrorCode::BadRequest, "cannot transfer a conversation to yourself", None);
+            return self.error_to(
+                conn,
+                ErrorCode::BadRequest,
+                "cannot transfer a conversation to yourself",
+                None,
+            );
         }
-        self.send(self.router_of(&tenant), Envelope::Transfer { tenant, conv: conv_id, from: agent, to, conn });
+        self.send(
+            self.router_of(&tenant),
+            Envelope::Transfer {
+                tenant,
+                conv: conv_id,
+                from: agent,
+                to,
+                conn,
+            },
+        );
     }
 
     /// The router assigned the conversation to `agent`.
-    pub fn on_assign(&self, tenant: TenantId, conv_id: ConvId, agent: AgentRef, conns: Vec<ConnRef>, previous: Option<UserId>) {
+    pub fn on_assign(
+        &self,
+        tenant: TenantId,
+        conv_id: ConvId,
+        agent: AgentRef,
+        conns: Vec<ConnRef>,
+        previous: Option<UserId>,
+    ) {
         let mut convs = self.convs.borrow_mut();
-        let Some(conv) = convs.get_mut(&tenant, &conv_id).filter(|c| c.meta.state != ConvState::Closed) else {
+        let Some(conv) = convs
+            .get_mut(&tenant, &conv_id)
+            .filter(|c| c.meta.state != ConvState::Closed)
+        else {
             drop(convs);
-            return self.send(self.router_of(&tenant), Envelope::AssignRejected { tenant, conv: conv_id });
+            return self.send(
+                self.router_of(&tenant),
+                Envelope::AssignRejected {
+                    tenant,
+                    conv: conv_id,
+                },
+            );
         };
         let now = now_ms();
         conv.meta.state = ConvState::Assigned(agent.clone());
@@ -211,7 +332,10 @@ impl Shard {
         conv.meta.excluded_agent = None;
         self.appender.conv_changed(&tenant, &conv_id);
         // A newly assigned agent receives the whole log: its cursor starts at 0.
-        let who = Participant { role: Role::Agent, id: agent.id.clone() };
+        let who = Participant {
+            role: Role::Agent,
+            id: agent.id.clone(),
+        };
         conv.cursors.insert(who.clone(), 0);
         self.appender.cursor_changed(&tenant, &conv_id, &who, 0);
         conv.unsubscribe(&who);
@@ -219,16 +343,29 @@ impl Shard {
         self.push_system(
             conv,
             LogEvent::Assigned(agent.clone()),
-            FollowUp::Assigned { agent: agent.id.clone(), conns, previous },
+            FollowUp::Assigned {
+                agent: agent.id.clone(),
+                conns,
+                previous,
+            },
         );
         drop(convs);
-        self.appender.visitor_changed(&tenant, &visitor, VisitorMeta { last_agent: Some((agent.id, now)) });
+        self.appender.visitor_changed(
+            &tenant,
+            &visitor,
+            VisitorMeta {
+                last_agent: Some((agent.id, now)),
+            },
+        );
     }
 
     /// The router put the conversation back in the queue.
     pub fn on_requeue(&self, tenant: TenantId, conv_id: ConvId, previous: UserId) {
         let mut convs = self.convs.borrow_mut();
-        let Some(conv) = convs.get_mut(&tenant, &conv_id).filter(|c| c.meta.state != ConvState::Closed) else {
+        let Some(conv) = convs
+            .get_mut(&tenant, &conv_id)
+            .filter(|c| c.meta.state != ConvState::Closed)
+        else {
             return;
         };
         conv.meta.state = ConvState::Queued;
@@ -241,26 +378,51 @@ impl Shard {
     /// A queued visitor's position: to its connections.
     pub fn on_queue_position(&self, tenant: TenantId, conv_id: ConvId, position: u32) {
         let convs = self.convs.borrow();
-        let Some(conv) = convs.convs.get(&(tenant, conv_id.clone())) else { return };
+        let Some(conv) = convs.convs.get(&(tenant, conv_id.clone())) else {
+            return;
+        };
         if conv.meta.state != ConvState::Queued {
             return;
         }
-        let recipients: Vec<ConnRef> =
-            conv.subs.iter().filter(|s| s.who.role == Role::Visitor).map(|s| s.conn).collect();
+        let recipients: Vec<ConnRef> = conv
+            .subs
+            .iter()
+            .filter(|s| s.who.role == Role::Visitor)
+            .map(|s| s.conn)
+            .collect();
         drop(convs);
         self.fan_out(recipients, &server::queue(conv_id.as_str(), position));
     }
 
     /// A new connection of the assigned agent.
-    pub fn on_agent_subscribe(&self, tenant: TenantId, conv_id: ConvId, agent: UserId, conn: ConnRef) {
+    pub fn on_agent_subscribe(
+        &self,
+        tenant: TenantId,
+        conv_id: ConvId,
+        agent: UserId,
+        conn: ConnRef,
+    ) {
         let mut convs = self.convs.borrow_mut();
         match convs.get_mut(&tenant, &conv_id) {
             Some(conv) if conv.agent() == Some(&agent) => {
-                self.start_replay(conv, Participant { role: Role::Agent, id: agent }, conn, ReplayMode::Welcome);
+                self.start_replay(
+                    conv,
+                    Participant {
+                        role: Role::Agent,
+                        id: agent,
+                    },
+                    conn,
+                    ReplayMode::Welcome,
+                );
             }
             _ => self.conn_bound(
                 conn.shard,
-                Envelope::Snapshot { conn: conn.id, conv: conv_id, summary: None, frames: Vec::new() },
+                Envelope::Snapshot {
+                    conn: conn.id,
+                    conv: conv_id,
+                    summary: None,
+                    frames: Vec::new(),
+                },
             ),
         }
     }

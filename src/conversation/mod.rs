@@ -110,12 +110,17 @@ impl Conversation {
     /// May `who` read this conversation's log (sync, history)? Its visitor
     /// always; an agent while assigned, or if it was the last to serve it.
     pub fn may_read(&self, who: &Participant) -> bool {
-        self.is_participant(who) || (who.role == Role::Agent && self.meta.served_by.as_ref() == Some(&who.id))
+        self.is_participant(who)
+            || (who.role == Role::Agent && self.meta.served_by.as_ref() == Some(&who.id))
     }
 
     /// The `welcome` summary.
     pub fn summary(&self) -> ConvSummary {
-        ConvSummary { conv: self.id.to_string(), state: self.meta.state.clone(), last_seq: self.durable_seq }
+        ConvSummary {
+            conv: self.id.to_string(),
+            state: self.meta.state.clone(),
+            last_seq: self.durable_seq,
+        }
     }
 
     /// The receipt cursor of `who` (0 if it has none).
@@ -128,7 +133,11 @@ impl Conversation {
         if self.subs.iter().any(|s| s.conn == conn) {
             return false;
         }
-        self.subs.push(Subscriber { who, conn, catching_up });
+        self.subs.push(Subscriber {
+            who,
+            conn,
+            catching_up,
+        });
         true
     }
 
@@ -186,7 +195,11 @@ impl Conversations {
 
 /// A visitor's placement hash: its home shard and its conversations' ids.
 pub fn visitor_placement(tenant: &TenantId, visitor: &UserId) -> u64 {
-    shards::stable_hash(&[b"visitor", tenant.as_str().as_bytes(), visitor.as_str().as_bytes()])
+    shards::stable_hash(&[
+        b"visitor",
+        tenant.as_str().as_bytes(),
+        visitor.as_str().as_bytes(),
+    ])
 }
 
 /// A tenant's placement hash: the shard that routes it.

@@ -52,7 +52,13 @@ impl ReplayMode {
 impl Shard {
     /// Sends `who`'s connection `conn` the entries it lacks, from memory if
     /// the tail has them, else through a catch-up task.
-    pub fn start_replay(&self, conv: &mut Conversation, who: Participant, conn: ConnRef, mode: ReplayMode) {
+    pub fn start_replay(
+        &self,
+        conv: &mut Conversation,
+        who: Participant,
+        conn: ConnRef,
+        mode: ReplayMode,
+    ) {
         let after = match mode {
             ReplayMode::Sync { after } => after,
             _ => conv.cursor(&who),
@@ -73,15 +79,28 @@ impl Shard {
         }
         let shard = self.rc();
         let (tenant, id) = (conv.tenant.clone(), conv.id.clone());
-        glommio::spawn_local(async move { shard.catch_up(tenant, id, conn, mode, after).await }).detach();
+        glommio::spawn_local(async move { shard.catch_up(tenant, id, conn, mode, after).await })
+            .detach();
     }
 
-    fn send_replay(&self, conv: &Conversation, conn: ConnRef, mode: ReplayMode, mut frames: Vec<Bytes>, first: bool) {
+    fn send_replay(
+        &self,
+        conv: &Conversation,
+        conn: ConnRef,
+        mode: ReplayMode,
+        mut frames: Vec<Bytes>,
+        first: bool,
+    ) {
         add(&self.metrics.frames_out, frames.len() as u64);
         match mode {
             ReplayMode::Welcome if first => self.conn_bound(
                 conn.shard,
-                Envelope::Snapshot { conn: conn.id, conv: conv.id.clone(), summary: Some(conv.summary()), frames },
+                Envelope::Snapshot {
+                    conn: conn.id,
+                    conv: conv.id.clone(),
+                    summary: Some(conv.summary()),
+                    frames,
+                },
             ),
             ReplayMode::Sync { .. } if first => {
                 // `first` here means "last": see replay_done.
@@ -103,7 +122,14 @@ impl Shard {
 
     /// Reads what the tail lacks from the store, chunk by chunk, then hands
     /// over to live delivery.
-    async fn catch_up(self: Rc<Self>, tenant: TenantId, conv_id: ConvId, conn: ConnRef, mode: ReplayMode, mut after: u64) {
+    async fn catch_up(
+        self: Rc<Self>,
+        tenant: TenantId,
+        conv_id: ConvId,
+        conn: ConnRef,
+        mode: ReplayMode,
+        mut after: u64,
+    ) {
         let mut first = true;
         loop {
             let need = {
@@ -133,7 +159,9 @@ impl Shard {
                 Ok(frames) if !frames.is_empty() => {
                     after += frames.len() as u64;
                     let convs = self.convs.borrow();
-                    let Some(conv) = convs.convs.get(&(tenant.clone(), conv_id.clone())) else { continue };
+                    let Some(conv) = convs.convs.get(&(tenant.clone(), conv_id.clone())) else {
+                        continue;
+                    };
                     match mode {
                         ReplayMode::Sync { .. } => {
                             add(&self.metrics.frames_out, frames.len() as u64);
@@ -169,13 +197,24 @@ impl Shard {
         if mode == ReplayMode::Welcome && first {
             self.conn_bound(
                 conn.shard,
-                Envelope::Snapshot { conn: conn.id, conv: conv.clone(), summary: None, frames: Vec::new() },
+                Envelope::Snapshot {
+                    conn: conn.id,
+                    conv: conv.clone(),
+                    summary: None,
+                    frames: Vec::new(),
+                },
             );
         }
     }
 
     /// Reads entries `after+1 ..= after+need` as frames, on the blocking pool.
-    async fn read_chunk(&self, tenant: &TenantId, conv: &ConvId, after: u64, need: u64) -> Result<Vec<Bytes>, String> {
+    async fn read_chunk(
+        &self,
+        tenant: &TenantId,
+        conv: &ConvId,
+        after: u64,
+        need: u64,
+    ) -> Result<Vec<Bytes>, String> {
         let store = self.store.clone();
         let (tenant, conv) = (tenant.clone(), conv.clone());
         glommio::executor()
@@ -197,27 +236,59 @@ impl Shard {
     // ----- sync and history -----
 
     /// `sync`: every entry after `after`, then `synced`.
-    pub fn on_sync(&self, tenant: TenantId, who: Participant, conn: ConnRef, conv_id: ConvId, after: u64) {
+    pub fn on_sync(
+        &self,
+        tenant: TenantId,
+        who: Participant,
+        conn: ConnRef,
+        conv_id: ConvId,
+        after: u64,
+    ) {
         let mut convs = self.convs.borrow_mut();
         match convs.get_mut(&tenant, &conv_id) {
-            Some(conv) if conv.may_read(&who) => self.start_replay(conv, who, conn, ReplayMode::Sync { after }),
+            Some(conv) if conv.may_read(&who) => {
+                self.start_replay(conv, who, conn, ReplayMode::Sync { after })
+            }
             Some(_) => {
                 drop(convs);
-                self.error_to(conn, ErrorCode::Forbidden, "not a participant of this conversation", None);
+                self.error_to(
+                    conn,
+                    ErrorCode::Forbidden,
+                    "not a participant of this conversation",
+                    None,
+                );
             }
             None => {
                 drop(convs);
                 let shard = self.rc();
-                glommio::spawn_local(async move { shard.stored_sync(tenant, who, conn, conv_id, after).await }).detach();
+                glommio::spawn_local(async move {
+                    shard.stored_sync(tenant, who, conn, conv_id, after).await
+                })
+                .detach();
             }
         }
     }
 
     /// `sync` of a conversation no longer in memory (closed): read-only from the store.
-    async fn stored_sync(self: Rc<Self>, tenant: TenantId, who: Participant, conn: ConnRef, conv: ConvId, mut after: u64) {
-        let Some(last) = self.check_stored_access(&tenant, &who, conn, &conv, None).await else { return };
+    async fn stored_sync(
+        self: Rc<Self>,
+        tenant: TenantId,
+        who: Participant,
+        conn: ConnRef,
+        conv: ConvId,
+        mut after: u64,
+    ) {
+        let Some(last) = self
+            .check_stored_access(&tenant, &who, conn, &conv, None)
+            .await
+        else {
+            return;
+        };
         while after < last {
-            match self.read_chunk(&tenant, &conv, after, (last - after).min(REPLAY_CHUNK)).await {
+            match self
+                .read_chunk(&tenant, &conv, after, (last - after).min(REPLAY_CHUNK))
+                .await
+            {
                 Ok(frames) if !frames.is_empty() => {
                     after += frames.len() as u64;
                     add(&self.metrics.frames_out, frames.len() as u64);
@@ -244,7 +315,9 @@ impl Shard {
         let (t, c) = (tenant.clone(), conv.clone());
         let found = glommio::executor()
             .spawn_blocking(move || -> Result<_, crate::store::StoreError> {
-                let Some(meta) = store.conv(&t, &c)? else { return Ok(None) };
+                let Some(meta) = store.conv(&t, &c)? else {
+                    return Ok(None);
+                };
                 let mut last = 0;
                 store.read_entries_before(&t, &c, u64::MAX, 1, &mut |v| last = v.seq)?;
                 Ok(Some((meta, last)))
@@ -262,7 +335,12 @@ impl Shard {
                 if allowed {
                     Some(last)
                 } else {
-                    self.error_to(conn, ErrorCode::Forbidden, "not a participant of this conversation", reference);
+                    self.error_to(
+                        conn,
+                        ErrorCode::Forbidden,
+                        "not a participant of this conversation",
+                        reference,
+                    );
                     None
                 }
             }
@@ -272,7 +350,12 @@ impl Shard {
             }
             Err(e) => {
                 tracing::error!(error = %e, "reading a conversation failed");
-                self.error_to(conn, ErrorCode::Unavailable, "could not read the conversation, retry later", reference);
+                self.error_to(
+                    conn,
+                    ErrorCode::Unavailable,
+                    "could not read the conversation, retry later",
+                    reference,
+                );
                 None
             }
         }
@@ -308,9 +391,13 @@ impl Shard {
                     let entries: Vec<Bytes> = if before <= 1 {
                         Vec::new()
                     } else {
-                        conv.tail.range(from, before - 1).map(server::json_of).collect()
+                        conv.tail
+                            .range(from, before - 1)
+                            .map(server::json_of)
+                            .collect()
                     };
-                    let frame = server::history(conv_id.as_str(), reference.as_deref(), &entries, from > 1);
+                    let frame =
+                        server::history(conv_id.as_str(), reference.as_deref(), &entries, from > 1);
                     drop(convs);
                     add(&self.metrics.frames_out, 1);
                     return self.frame_to(conn, frame);
@@ -323,7 +410,9 @@ impl Shard {
         let shard = self.rc();
         glommio::spawn_local(async move {
             if !in_memory {
-                let Some(last) = shard.check_stored_access(&tenant, &who, conn, &conv_id, reference.as_deref()).await
+                let Some(last) = shard
+                    .check_stored_access(&tenant, &who, conn, &conv_id, reference.as_deref())
+                    .await
                 else {
                     return;
                 };
@@ -344,11 +433,19 @@ impl Shard {
             match read {
                 Ok((entries, more)) => {
                     add(&shard.metrics.frames_out, 1);
-                    shard.frame_to(conn, server::history(conv_id.as_str(), reference.as_deref(), &entries, more));
+                    shard.frame_to(
+                        conn,
+                        server::history(conv_id.as_str(), reference.as_deref(), &entries, more),
+                    );
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "reading history failed");
-                    shard.error_to(conn, ErrorCode::Unavailable, "could not read history, retry later", reference.as_deref());
+                    shard.error_to(
+                        conn,
+                        ErrorCode::Unavailable,
+                        "could not read history, retry later",
+                        reference.as_deref(),
+                    );
                 }
             }
         })

@@ -36,7 +36,8 @@ impl Tail {
         }
         self.bytes += frame.len();
         self.frames.push_back(frame);
-        while self.frames.len() > TAIL_ENTRIES || (self.bytes > TAIL_BYTES && self.frames.len() > 1) {
+        while self.frames.len() > TAIL_ENTRIES || (self.bytes > TAIL_BYTES && self.frames.len() > 1)
+        {
             if let Some(old) = self.frames.pop_front() {
                 self.bytes -= old.len();
                 self.first += 1;
@@ -60,7 +61,9 @@ impl Tail {
     /// Frames for `from ..= to`, clipped to what the tail holds.
     pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = &Bytes> {
         let start = from.saturating_sub(self.first) as usize;
-        let end = (to + 1).saturating_sub(self.first).min(self.frames.len() as u64) as usize;
+        let end = (to + 1)
+            .saturating_sub(self.first)
+            .min(self.frames.len() as u64) as usize;
         self.frames.range(start.min(end)..end)
     }
 }

@@ -73,7 +73,11 @@ pub struct Histogram {
 impl Histogram {
     /// A histogram over these bucket bounds.
     pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram { bounds, counts: (0..=bounds.len()).map(|_| Cell::new(0)).collect(), sum: Cell::new(0.0) }
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| Cell::new(0)).collect(),
+            sum: Cell::new(0.0),
+        }
     }
 
     /// Records one observation.
@@ -128,12 +132,18 @@ impl HistogramSnapshot {
 }
 
 /// Seconds buckets for disk flushes: 50 µs to 2.5 s.
-pub const FLUSH_SECONDS: &[f64] =
-    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+pub const FLUSH_SECONDS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+];
 /// Entries per group commit.
-pub const BATCH_ENTRIES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+pub const BATCH_ENTRIES: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
 /// Seconds a conversation waited in the queue: 1 s to 1 h.
-pub const WAIT_SECONDS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
+pub const WAIT_SECONDS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 /// One shard's counters. Only the shard's own thread touches them.
 pub struct ShardMetrics {
@@ -308,7 +318,9 @@ impl ShardMetrics {
             pending: self.pending.get(),
             connects: self.connects.get(),
             disconnects: self.disconnects.get(),
-            handshake_failures: copy(&self.handshake_failures).try_into().expect("7 reasons"),
+            handshake_failures: copy(&self.handshake_failures)
+                .try_into()
+                .expect("7 reasons"),
             entries_appended: self.entries_appended.get(),
             acks: self.acks.get(),
             duplicates: self.duplicates.get(),
@@ -338,7 +350,10 @@ mod tests {
         }
         let s = h.snapshot();
         assert_eq!(s.count(), 5);
-        assert_eq!(s.cumulative(), vec![(1.0, 2), (2.0, 3), (5.0, 4), (f64::INFINITY, 5)]);
+        assert_eq!(
+            s.cumulative(),
+            vec![(1.0, 2), (2.0, 3), (5.0, 4), (f64::INFINITY, 5)]
+        );
         assert_eq!(s.sum, 16.0);
     }
 }

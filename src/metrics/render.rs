@@ -14,7 +14,8 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshots(shards.to_vec())));
     let mut out = String::with_capacity(16 * 1024);
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
     out
 }
 
@@ -45,112 +46,272 @@ fn family(
 }
 
 fn counter(m: &mut MetricEncoder, labels: &Labels, v: u64) -> Result<(), std::fmt::Error> {
-    m.encode_family(labels)?.encode_counter::<prometheus_client::encoding::NoLabelSet, u64, u64>(&v, None)
+    m.encode_family(labels)?
+        .encode_counter::<prometheus_client::encoding::NoLabelSet, u64, u64>(&v, None)
 }
 
 fn gauge(m: &mut MetricEncoder, labels: &Labels, v: i64) -> Result<(), std::fmt::Error> {
     m.encode_family(labels)?.encode_gauge(&v)
 }
 
-fn histogram(m: &mut MetricEncoder, labels: &Labels, h: &HistogramSnapshot) -> Result<(), std::fmt::Error> {
-    m.encode_family(labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-        h.sum,
-        h.count(),
-        &h.cumulative(),
-        None,
-    )
+fn histogram(
+    m: &mut MetricEncoder,
+    labels: &Labels,
+    h: &HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    m.encode_family(labels)?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum,
+            h.count(),
+            &h.cumulative(),
+            None,
+        )
 }
 
 impl Collector for Snapshots {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let shards = &self.0;
-        let per_shard_counter = |e: &mut DescriptorEncoder, name: &str, help: &str, get: fn(&ShardSnapshot) -> u64| {
-            family(e, name, help, MetricType::Counter, |m| {
-                shards.iter().try_for_each(|s| counter(m, &shard_label(s), get(s)))
-            })
-        };
-        let per_shard_gauge = |e: &mut DescriptorEncoder, name: &str, help: &str, get: fn(&ShardSnapshot) -> i64| {
-            family(e, name, help, MetricType::Gauge, |m| {
-                shards.iter().try_for_each(|s| gauge(m, &shard_label(s), get(s)))
-            })
-        };
+        let per_shard_counter =
+            |e: &mut DescriptorEncoder, name: &str, help: &str, get: fn(&ShardSnapshot) -> u64| {
+                family(e, name, help, MetricType::Counter, |m| {
+                    shards
+                        .iter()
+                        .try_for_each(|s| counter(m, &shard_label(s), get(s)))
+                })
+            };
+        let per_shard_gauge =
+            |e: &mut DescriptorEncoder, name: &str, help: &str, get: fn(&ShardSnapshot) -> i64| {
+                family(e, name, help, MetricType::Gauge, |m| {
+                    shards
+                        .iter()
+                        .try_for_each(|s| gauge(m, &shard_label(s), get(s)))
+                })
+            };
 
-        family(&mut e, "kefu_connections", "Open connections, by role (pending: before welcome).", MetricType::Gauge, |m| {
-            shards.iter().try_for_each(|s| {
-                gauge(m, &with(shard_label(s), "role", "visitor"), s.visitors)?;
-                gauge(m, &with(shard_label(s), "role", "agent"), s.agents)?;
-                gauge(m, &with(shard_label(s), "role", "pending"), s.pending)
-            })
-        })?;
-        per_shard_counter(&mut e, "kefu_connects", "Connections accepted.", |s| s.connects)?;
-        per_shard_counter(&mut e, "kefu_disconnects", "Connections closed.", |s| s.disconnects)?;
-        family(&mut e, "kefu_handshake_failures", "Handshakes and hellos refused, by reason.", MetricType::Counter, |m| {
-            shards.iter().try_for_each(|s| {
-                HandshakeFailure::ALL.iter().try_for_each(|r| {
-                    counter(m, &with(shard_label(s), "reason", r.as_str()), s.handshake_failures[*r as usize])
+        family(
+            &mut e,
+            "kefu_connections",
+            "Open connections, by role (pending: before welcome).",
+            MetricType::Gauge,
+            |m| {
+                shards.iter().try_for_each(|s| {
+                    gauge(m, &with(shard_label(s), "role", "visitor"), s.visitors)?;
+                    gauge(m, &with(shard_label(s), "role", "agent"), s.agents)?;
+                    gauge(m, &with(shard_label(s), "role", "pending"), s.pending)
                 })
-            })
+            },
+        )?;
+        per_shard_counter(&mut e, "kefu_connects", "Connections accepted.", |s| {
+            s.connects
         })?;
-        per_shard_counter(&mut e, "kefu_entries_appended", "Log entries made durable.", |s| s.entries_appended)?;
+        per_shard_counter(&mut e, "kefu_disconnects", "Connections closed.", |s| {
+            s.disconnects
+        })?;
+        family(
+            &mut e,
+            "kefu_handshake_failures",
+            "Handshakes and hellos refused, by reason.",
+            MetricType::Counter,
+            |m| {
+                shards.iter().try_for_each(|s| {
+                    HandshakeFailure::ALL.iter().try_for_each(|r| {
+                        counter(
+                            m,
+                            &with(shard_label(s), "reason", r.as_str()),
+                            s.handshake_failures[*r as usize],
+                        )
+                    })
+                })
+            },
+        )?;
+        per_shard_counter(
+            &mut e,
+            "kefu_entries_appended",
+            "Log entries made durable.",
+            |s| s.entries_appended,
+        )?;
         per_shard_counter(&mut e, "kefu_acks", "Acks sent.", |s| s.acks)?;
-        per_shard_counter(&mut e, "kefu_duplicates", "Resent message ids answered without appending.", |s| s.duplicates)?;
-        per_shard_counter(&mut e, "kefu_frames_out", "Frames queued to connections.", |s| s.frames_out)?;
-        family(&mut e, "kefu_errors", "Error frames sent, by code.", MetricType::Counter, |m| {
-            shards.iter().try_for_each(|s| {
-                ErrorCode::ALL.iter().try_for_each(|c| {
-                    counter(m, &with(shard_label(s), "code", c.as_str()), s.errors[c.index()])
+        per_shard_counter(
+            &mut e,
+            "kefu_duplicates",
+            "Resent message ids answered without appending.",
+            |s| s.duplicates,
+        )?;
+        per_shard_counter(
+            &mut e,
+            "kefu_frames_out",
+            "Frames queued to connections.",
+            |s| s.frames_out,
+        )?;
+        family(
+            &mut e,
+            "kefu_errors",
+            "Error frames sent, by code.",
+            MetricType::Counter,
+            |m| {
+                shards.iter().try_for_each(|s| {
+                    ErrorCode::ALL.iter().try_for_each(|c| {
+                        counter(
+                            m,
+                            &with(shard_label(s), "code", c.as_str()),
+                            s.errors[c.index()],
+                        )
+                    })
                 })
-            })
-        })?;
-        per_shard_counter(&mut e, "kefu_commit_failures", "Group commits that failed.", |s| s.commit_failures)?;
-        family(&mut e, "kefu_commit_batch_entries", "Entries per group commit.", MetricType::Histogram, |m| {
-            shards.iter().try_for_each(|s| histogram(m, &shard_label(s), &s.commit_entries))
-        })?;
+            },
+        )?;
+        per_shard_counter(
+            &mut e,
+            "kefu_commit_failures",
+            "Group commits that failed.",
+            |s| s.commit_failures,
+        )?;
+        family(
+            &mut e,
+            "kefu_commit_batch_entries",
+            "Entries per group commit.",
+            MetricType::Histogram,
+            |m| {
+                shards
+                    .iter()
+                    .try_for_each(|s| histogram(m, &shard_label(s), &s.commit_entries))
+            },
+        )?;
         family(
             &mut e,
             "kefu_flush_seconds",
             "Group commit latency: sled apply, flush and fdatasync.",
             MetricType::Histogram,
-            |m| shards.iter().try_for_each(|s| histogram(m, &shard_label(s), &s.commit_seconds)),
+            |m| {
+                shards
+                    .iter()
+                    .try_for_each(|s| histogram(m, &shard_label(s), &s.commit_seconds))
+            },
         )?;
-        per_shard_counter(&mut e, "kefu_slow_consumers", "Connections dropped for not reading.", |s| s.slow_consumers)?;
-        per_shard_counter(&mut e, "kefu_connection_panics", "Panics caught while handling a connection.", |s| s.panics)?;
-        per_shard_counter(&mut e, "kefu_mesh_messages", "Messages sent between shards.", |s| s.mesh_sent)?;
-        per_shard_counter(&mut e, "kefu_mesh_batches", "Batches moved into cross-shard rings.", |s| s.mesh_batches)?;
-        per_shard_counter(&mut e, "kefu_mesh_ring_full", "Times a cross-shard ring was full.", |s| s.mesh_ring_full)?;
-        per_shard_gauge(&mut e, "kefu_mesh_backlog", "Messages waiting in outboxes.", |s| s.mesh_backlog as i64)?;
-        per_shard_gauge(&mut e, "kefu_conversations_open", "Open conversations owned.", |s| s.conversations as i64)?;
-        per_shard_gauge(&mut e, "kefu_append_pending", "Entries waiting for the next group commit.", |s| {
-            s.append_pending as i64
-        })?;
+        per_shard_counter(
+            &mut e,
+            "kefu_slow_consumers",
+            "Connections dropped for not reading.",
+            |s| s.slow_consumers,
+        )?;
+        per_shard_counter(
+            &mut e,
+            "kefu_connection_panics",
+            "Panics caught while handling a connection.",
+            |s| s.panics,
+        )?;
+        per_shard_counter(
+            &mut e,
+            "kefu_mesh_messages",
+            "Messages sent between shards.",
+            |s| s.mesh_sent,
+        )?;
+        per_shard_counter(
+            &mut e,
+            "kefu_mesh_batches",
+            "Batches moved into cross-shard rings.",
+            |s| s.mesh_batches,
+        )?;
+        per_shard_counter(
+            &mut e,
+            "kefu_mesh_ring_full",
+            "Times a cross-shard ring was full.",
+            |s| s.mesh_ring_full,
+        )?;
+        per_shard_gauge(
+            &mut e,
+            "kefu_mesh_backlog",
+            "Messages waiting in outboxes.",
+            |s| s.mesh_backlog as i64,
+        )?;
+        per_shard_gauge(
+            &mut e,
+            "kefu_conversations_open",
+            "Open conversations owned.",
+            |s| s.conversations as i64,
+        )?;
+        per_shard_gauge(
+            &mut e,
+            "kefu_append_pending",
+            "Entries waiting for the next group commit.",
+            |s| s.append_pending as i64,
+        )?;
 
         let tenants = || shards.iter().flat_map(|s| s.tenants.iter());
-        let tenant_label = |t: &super::TenantSnapshot| -> Labels { vec![("tenant", t.tenant.clone())] };
-        family(&mut e, "kefu_queue_length", "Conversations waiting for an agent.", MetricType::Gauge, |m| {
-            tenants().try_for_each(|t| gauge(m, &tenant_label(t), t.queue_len as i64))
-        })?;
-        family(&mut e, "kefu_agents", "Agents by status (grace: disconnected, conversations kept).", MetricType::Gauge, |m| {
-            tenants().try_for_each(|t| {
-                gauge(m, &with(tenant_label(t), "status", "online"), t.agents_online as i64)?;
-                gauge(m, &with(tenant_label(t), "status", "away"), t.agents_away as i64)?;
-                gauge(m, &with(tenant_label(t), "status", "grace"), t.agents_in_grace as i64)
-            })
-        })?;
-        family(&mut e, "kefu_conversations_assigned", "Open conversations assigned to an agent.", MetricType::Gauge, |m| {
-            tenants().try_for_each(|t| gauge(m, &tenant_label(t), t.assigned as i64))
-        })?;
-        per_shard_counter(&mut e, "kefu_assignments", "Assignments made by routers.", |s| s.assignments)?;
-        family(&mut e, "kefu_queue_wait_seconds", "Time assigned conversations waited.", MetricType::Histogram, |m| {
-            shards.iter().try_for_each(|s| histogram(m, &shard_label(s), &s.queue_wait_seconds))
-        })?;
+        let tenant_label =
+            |t: &super::TenantSnapshot| -> Labels { vec![("tenant", t.tenant.clone())] };
+        family(
+            &mut e,
+            "kefu_queue_length",
+            "Conversations waiting for an agent.",
+            MetricType::Gauge,
+            |m| tenants().try_for_each(|t| gauge(m, &tenant_label(t), t.queue_len as i64)),
+        )?;
+        family(
+            &mut e,
+            "kefu_agents",
+            "Agents by status (grace: disconnected, conversations kept).",
+            MetricType::Gauge,
+            |m| {
+                tenants().try_for_each(|t| {
+                    gauge(
+                        m,
+                        &with(tenant_label(t), "status", "online"),
+                        t.agents_online as i64,
+                    )?;
+                    gauge(
+                        m,
+                        &with(tenant_label(t), "status", "away"),
+                        t.agents_away as i64,
+                    )?;
+                    gauge(
+                        m,
+                        &with(tenant_label(t), "status", "grace"),
+                        t.agents_in_grace as i64,
+                    )
+                })
+            },
+        )?;
+        family(
+            &mut e,
+            "kefu_conversations_assigned",
+            "Open conversations assigned to an agent.",
+            MetricType::Gauge,
+            |m| tenants().try_for_each(|t| gauge(m, &tenant_label(t), t.assigned as i64)),
+        )?;
+        per_shard_counter(
+            &mut e,
+            "kefu_assignments",
+            "Assignments made by routers.",
+            |s| s.assignments,
+        )?;
+        family(
+            &mut e,
+            "kefu_queue_wait_seconds",
+            "Time assigned conversations waited.",
+            MetricType::Histogram,
+            |m| {
+                shards
+                    .iter()
+                    .try_for_each(|s| histogram(m, &shard_label(s), &s.queue_wait_seconds))
+            },
+        )?;
 
         let (rss, fds) = process_numbers();
-        family(&mut e, "kefu_process_resident_memory_bytes", "Resident set size.", MetricType::Gauge, |m| {
-            m.encode_gauge(&(rss as i64))
-        })?;
-        family(&mut e, "kefu_process_open_fds", "Open file descriptors.", MetricType::Gauge, |m| {
-            m.encode_gauge(&(fds as i64))
-        })?;
+        family(
+            &mut e,
+            "kefu_process_resident_memory_bytes",
+            "Resident set size.",
+            MetricType::Gauge,
+            |m| m.encode_gauge(&(rss as i64)),
+        )?;
+        family(
+            &mut e,
+            "kefu_process_open_fds",
+            "Open file descriptors.",
+            MetricType::Gauge,
+            |m| m.encode_gauge(&(fds as i64)),
+        )?;
         Ok(())
     }
 }
@@ -162,7 +323,9 @@ pub fn process_numbers() -> (u64, u64) {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map(|pages| pages * page_size())
         .unwrap_or(0);
-    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
     (rss, fds)
 }
 
@@ -187,15 +350,33 @@ mod tests {
 
     #[test]
     fn renders_every_family_once_with_shard_labels() {
-        let mut a = ShardSnapshot { shard: 0, entries_appended: 7, ..Default::default() };
+        let mut a = ShardSnapshot {
+            shard: 0,
+            entries_appended: 7,
+            ..Default::default()
+        };
         a.commit_seconds = crate::metrics::Histogram::new(crate::metrics::FLUSH_SECONDS).snapshot();
-        a.tenants.push(crate::metrics::TenantSnapshot { tenant: "acme".into(), queue_len: 3, ..Default::default() });
-        let b = ShardSnapshot { shard: 1, entries_appended: 5, ..Default::default() };
+        a.tenants.push(crate::metrics::TenantSnapshot {
+            tenant: "acme".into(),
+            queue_len: 3,
+            ..Default::default()
+        });
+        let b = ShardSnapshot {
+            shard: 1,
+            entries_appended: 5,
+            ..Default::default()
+        };
         let text = render(&[a, b]);
-        assert!(text.contains("kefu_entries_appended_total{shard=\"0\"} 7"), "{text}");
+        assert!(
+            text.contains("kefu_entries_appended_total{shard=\"0\"} 7"),
+            "{text}"
+        );
         assert!(text.contains("kefu_entries_appended_total{shard=\"1\"} 5"));
         assert!(text.contains("kefu_queue_length{tenant=\"acme\"} 3"));
-        assert_eq!(text.matches("# TYPE kefu_flush_seconds histogram").count(), 1);
+        assert_eq!(
+            text.matches("# TYPE kefu_flush_seconds histogram").count(),
+            1
+        );
         assert!(text.contains("kefu_process_resident_memory_bytes "));
     }
 }

@@ -153,7 +153,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
                 Ok(Text(Cow::Borrowed(v)))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -213,10 +216,19 @@ pub fn parse(text: &str) -> Parsed<'_> {
             } else {
                 format!("malformed frame: {e}")
             };
-            return Parsed::Refused(Refusal { code: ErrorCode::BadRequest, message, reference, hello });
+            return Parsed::Refused(Refusal {
+                code: ErrorCode::BadRequest,
+                message,
+                reference,
+                hello,
+            });
         }
     };
-    let reference = raw.id.clone().or_else(|| raw.reference.clone()).map(|t| t.0);
+    let reference = raw
+        .id
+        .clone()
+        .or_else(|| raw.reference.clone())
+        .map(|t| t.0);
     let hello = raw.kind.as_ref().is_some_and(|k| k.0 == "hello");
     match command(raw) {
         Ok(cmd) => Parsed::Command(cmd, reference),
@@ -232,9 +244,14 @@ pub fn parse(text: &str) -> Parsed<'_> {
 /// Best effort: the `id` or `ref` of a frame that failed to parse as a
 /// frame (a field of the wrong type, say), so its error can name it.
 fn reference_of_invalid(text: &str) -> (Option<String>, bool) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else { return (None, false) };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return (None, false);
+    };
     let pick = |key| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    (pick("id").or_else(|| pick("ref")), pick("type").as_deref() == Some("hello"))
+    (
+        pick("id").or_else(|| pick("ref")),
+        pick("type").as_deref() == Some("hello"),
+    )
 }
 
 /// The fields of a [`RawFrame`], unwrapped.
@@ -255,7 +272,11 @@ struct Fields<'a> {
     to: Option<Cow<'a, str>>,
 }
 
-fn required<'a>(field: Option<Cow<'a, str>>, name: &str, kind: &str) -> Result<Cow<'a, str>, String> {
+fn required<'a>(
+    field: Option<Cow<'a, str>>,
+    name: &str,
+    kind: &str,
+) -> Result<Cow<'a, str>, String> {
     field.ok_or_else(|| format!("`{kind}` needs `{name}`"))
 }
 
@@ -282,19 +303,29 @@ fn command(raw: RawFrame<'_>) -> Result<Command<'_>, String> {
     };
     let kind = raw.kind.ok_or("a frame needs a `type`")?;
     let cmd = match &*kind {
-        "hello" => Command::Hello { token: raw.token, tenant: raw.tenant },
+        "hello" => Command::Hello {
+            token: raw.token,
+            tenant: raw.tenant,
+        },
         "msg" => {
             let id = required(raw.id, "id", "msg")?;
             if !is_valid_client_id(&id) {
                 return Err("`id` must be 1 to 64 characters, no control characters".into());
             }
-            Command::Msg { id, conv: raw.conv, text: required(raw.text, "text", "msg")? }
+            Command::Msg {
+                id,
+                conv: raw.conv,
+                text: required(raw.text, "text", "msg")?,
+            }
         }
         "recv" => Command::Recv {
             conv: required(raw.conv, "conv", "recv")?,
             seq: required_u64(raw.seq, "seq", "recv")?,
         },
-        "sync" => Command::Sync { conv: required(raw.conv, "conv", "sync")?, after: raw.after.unwrap_or(0) },
+        "sync" => Command::Sync {
+            conv: required(raw.conv, "conv", "sync")?,
+            after: raw.after.unwrap_or(0),
+        },
         "history" => Command::History {
             conv: required(raw.conv, "conv", "history")?,
             before: raw.before,
@@ -319,7 +350,10 @@ fn command(raw: RawFrame<'_>) -> Result<Command<'_>, String> {
                 _ => return Err("`status` must be \"online\" or \"away\"".into()),
             },
         },
-        "transfer" => Command::Transfer { conv: required(raw.conv, "conv", "transfer")?, to: raw.to },
+        "transfer" => Command::Transfer {
+            conv: required(raw.conv, "conv", "transfer")?,
+            to: raw.to,
+        },
         "close" => Command::Close { conv: raw.conv },
         other => return Err(format!("unknown frame type `{}`", truncate(other, 32))),
     };
@@ -355,28 +389,77 @@ mod tests {
     fn every_frame_type_parses() {
         assert_eq!(
             cmd(r#"{"type":"hello","token":"abc"}"#),
-            Command::Hello { token: Some("abc".into()), tenant: None }
+            Command::Hello {
+                token: Some("abc".into()),
+                tenant: None
+            }
         );
         assert_eq!(
             cmd(r#"{"type":"msg","id":"m-1","text":"hi"}"#),
-            Command::Msg { id: "m-1".into(), conv: None, text: "hi".into() }
+            Command::Msg {
+                id: "m-1".into(),
+                conv: None,
+                text: "hi".into()
+            }
         );
-        assert_eq!(cmd(r#"{"type":"recv","conv":"c","seq":3}"#), Command::Recv { conv: "c".into(), seq: 3 });
-        assert_eq!(cmd(r#"{"type":"sync","conv":"c"}"#), Command::Sync { conv: "c".into(), after: 0 });
+        assert_eq!(
+            cmd(r#"{"type":"recv","conv":"c","seq":3}"#),
+            Command::Recv {
+                conv: "c".into(),
+                seq: 3
+            }
+        );
+        assert_eq!(
+            cmd(r#"{"type":"sync","conv":"c"}"#),
+            Command::Sync {
+                conv: "c".into(),
+                after: 0
+            }
+        );
         assert_eq!(
             cmd(r#"{"type":"history","conv":"c","before":31,"limit":500,"ref":"h1"}"#),
-            Command::History { conv: "c".into(), before: Some(31), limit: 100, reference: Some("h1".into()) }
+            Command::History {
+                conv: "c".into(),
+                before: Some(31),
+                limit: 100,
+                reference: Some("h1".into())
+            }
         );
         assert_eq!(
             cmd(r#"{"type":"history","conv":"c"}"#),
-            Command::History { conv: "c".into(), before: None, limit: 50, reference: None }
+            Command::History {
+                conv: "c".into(),
+                before: None,
+                limit: 50,
+                reference: None
+            }
         );
-        assert_eq!(cmd(r#"{"type":"typing","conv":"c","on":true}"#), Command::Typing { conv: "c".into(), on: true });
-        assert_eq!(cmd(r#"{"type":"read","conv":"c","seq":13}"#), Command::Read { conv: "c".into(), seq: 13 });
-        assert_eq!(cmd(r#"{"type":"status","status":"away"}"#), Command::Status { status: Availability::Away });
+        assert_eq!(
+            cmd(r#"{"type":"typing","conv":"c","on":true}"#),
+            Command::Typing {
+                conv: "c".into(),
+                on: true
+            }
+        );
+        assert_eq!(
+            cmd(r#"{"type":"read","conv":"c","seq":13}"#),
+            Command::Read {
+                conv: "c".into(),
+                seq: 13
+            }
+        );
+        assert_eq!(
+            cmd(r#"{"type":"status","status":"away"}"#),
+            Command::Status {
+                status: Availability::Away
+            }
+        );
         assert_eq!(
             cmd(r#"{"type":"transfer","conv":"c","to":"bob"}"#),
-            Command::Transfer { conv: "c".into(), to: Some("bob".into()) }
+            Command::Transfer {
+                conv: "c".into(),
+                to: Some("bob".into())
+            }
         );
         assert_eq!(cmd(r#"{"type":"close"}"#), Command::Close { conv: None });
     }
@@ -384,7 +467,10 @@ mod tests {
     #[test]
     fn text_borrows_unless_escaped() {
         match cmd(r#"{"type":"msg","id":"m","text":"plain"}"#) {
-            Command::Msg { text: Cow::Borrowed(_), .. } => {}
+            Command::Msg {
+                text: Cow::Borrowed(_),
+                ..
+            } => {}
             other => panic!("{other:?}"),
         }
         match cmd(r#"{"type":"msg","id":"m","text":"line\nbreak \u00e9"}"#) {
@@ -398,22 +484,33 @@ mod tests {
         assert_eq!(parse("[1,2]"), Parsed::NotAnObject);
         assert_eq!(parse("hello"), Parsed::NotAnObject);
         let r = refused(r#"{"type":"msg","id":"m-9"}"#);
-        assert_eq!((r.code, r.reference.as_deref()), (ErrorCode::BadRequest, Some("m-9")));
+        assert_eq!(
+            (r.code, r.reference.as_deref()),
+            (ErrorCode::BadRequest, Some("m-9"))
+        );
         let r = refused(r#"{"type":"msg","id":"m-9","text":42}"#);
         assert_eq!(r.reference.as_deref(), Some("m-9"));
         let r = refused(r#"{"type":"launch","ref":"x"}"#);
         assert!(r.message.contains("unknown frame type"), "{}", r.message);
         assert_eq!(r.reference.as_deref(), Some("x"));
         assert!(refused(r#"{"id":"m"}"#).message.contains("type"));
-        assert!(refused(r#"{"type":"msg","id":"","text":"x"}"#).message.contains("1 to 64"));
+        assert!(refused(r#"{"type":"msg","id":"","text":"x"}"#)
+            .message
+            .contains("1 to 64"));
         assert!(refused(r#"{"type":"recv","conv":"c","seq":-1}"#).code == ErrorCode::BadRequest);
-        assert!(refused(r#"{"type":"status","status":"busy"}"#).message.contains("online"));
+        assert!(refused(r#"{"type":"status","status":"busy"}"#)
+            .message
+            .contains("online"));
         assert!(refused("{\"type\":").message.contains("JSON"));
     }
 
     #[test]
     fn deeply_nested_json_is_refused_not_a_crash() {
-        let deep = format!("{{\"type\":\"msg\",\"x\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(
+            "{{\"type\":\"msg\",\"x\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
         assert_eq!(refused(&deep).code, ErrorCode::BadRequest);
     }
 }

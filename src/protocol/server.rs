@@ -74,13 +74,29 @@ fn msg_json<'a>(conv: &'a str, entry: &EntryView<'a>) -> MsgJson<'a> {
     let (event, agent, by) = match entry.event {
         None => (None, None, None),
         Some(EventView::Queued) => (Some("queued"), None, None),
-        Some(EventView::Assigned { agent_id, agent_name }) => {
-            (Some("assigned"), Some(AgentJson { id: agent_id, name: agent_name }), None)
-        }
+        Some(EventView::Assigned {
+            agent_id,
+            agent_name,
+        }) => (
+            Some("assigned"),
+            Some(AgentJson {
+                id: agent_id,
+                name: agent_name,
+            }),
+            None,
+        ),
         Some(EventView::Closed { by }) => {
             let by = match by {
-                Some((role, id)) => Person { role: role.as_str(), id: Some(id), name: None },
-                None => Person { role: AuthorRole::System.as_str(), id: None, name: None },
+                Some((role, id)) => Person {
+                    role: role.as_str(),
+                    id: Some(id),
+                    name: None,
+                },
+                None => Person {
+                    role: AuthorRole::System.as_str(),
+                    id: None,
+                    name: None,
+                },
             };
             (Some("closed"), None, Some(by))
         }
@@ -90,7 +106,11 @@ fn msg_json<'a>(conv: &'a str, entry: &EntryView<'a>) -> MsgJson<'a> {
         conv,
         seq: entry.seq,
         id: entry.client_id,
-        from: Person { role: entry.author.as_str(), id: entry.author_id, name: entry.author_name },
+        from: Person {
+            role: entry.author.as_str(),
+            id: entry.author_id,
+            name: entry.author_name,
+        },
         text: entry.text,
         event,
         agent,
@@ -111,7 +131,13 @@ pub fn json_of(frame: &Bytes) -> Bytes {
 }
 
 /// `welcome`.
-pub fn welcome(role: &str, id: &str, tenant: &str, token: Option<&str>, convs: &[ConvSummary]) -> Bytes {
+pub fn welcome(
+    role: &str,
+    id: &str,
+    tenant: &str,
+    token: Option<&str>,
+    convs: &[ConvSummary],
+) -> Bytes {
     #[derive(Serialize)]
     struct Conv<'a> {
         conv: &'a str,
@@ -138,12 +164,25 @@ pub fn welcome(role: &str, id: &str, tenant: &str, token: Option<&str>, convs: &
             state: c.state.as_str(),
             last_seq: c.last_seq,
             agent: match &c.state {
-                ConvState::Assigned(agent) => Some(AgentJson { id: agent.id.as_str(), name: agent.name.as_deref() }),
+                ConvState::Assigned(agent) => Some(AgentJson {
+                    id: agent.id.as_str(),
+                    name: agent.name.as_deref(),
+                }),
                 _ => None,
             },
         })
         .collect();
-    frame(&Welcome { kind: "welcome", role, id, tenant, token, conversations }, 256)
+    frame(
+        &Welcome {
+            kind: "welcome",
+            role,
+            id,
+            tenant,
+            token,
+            conversations,
+        },
+        256,
+    )
 }
 
 /// `ack`: the entry is durable.
@@ -156,7 +195,15 @@ pub fn ack(id: &str, conv: &str, seq: u64) -> Bytes {
         conv: &'a str,
         seq: u64,
     }
-    frame(&Ack { kind: "ack", id, conv, seq }, 96)
+    frame(
+        &Ack {
+            kind: "ack",
+            id,
+            conv,
+            seq,
+        },
+        96,
+    )
 }
 
 /// `error`.
@@ -170,7 +217,15 @@ pub fn error(code: ErrorCode, message: &str, reference: Option<&str>) -> Bytes {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
     }
-    frame(&Error { kind: "error", code: code.as_str(), message, reference }, 128)
+    frame(
+        &Error {
+            kind: "error",
+            code: code.as_str(),
+            message,
+            reference,
+        },
+        128,
+    )
 }
 
 /// `synced`: the end of a `sync` answer.
@@ -182,7 +237,14 @@ pub fn synced(conv: &str, last_seq: u64) -> Bytes {
         conv: &'a str,
         last_seq: u64,
     }
-    frame(&Synced { kind: "synced", conv, last_seq }, 96)
+    frame(
+        &Synced {
+            kind: "synced",
+            conv,
+            last_seq,
+        },
+        96,
+    )
 }
 
 /// `history`: `entries` are JSON `msg` objects (see [`json_of`]), oldest first.
@@ -221,7 +283,19 @@ pub fn typing(conv: &str, on: bool, by_role: &str, by_id: &str) -> Bytes {
         on: bool,
         by: Person<'a>,
     }
-    frame(&Typing { kind: "typing", conv, on, by: Person { role: by_role, id: Some(by_id), name: None } }, 128)
+    frame(
+        &Typing {
+            kind: "typing",
+            conv,
+            on,
+            by: Person {
+                role: by_role,
+                id: Some(by_id),
+                name: None,
+            },
+        },
+        128,
+    )
 }
 
 /// `read`, forwarded with who read.
@@ -234,7 +308,19 @@ pub fn read(conv: &str, seq: u64, by_role: &str, by_id: &str) -> Bytes {
         seq: u64,
         by: Person<'a>,
     }
-    frame(&Read { kind: "read", conv, seq, by: Person { role: by_role, id: Some(by_id), name: None } }, 128)
+    frame(
+        &Read {
+            kind: "read",
+            conv,
+            seq,
+            by: Person {
+                role: by_role,
+                id: Some(by_id),
+                name: None,
+            },
+        },
+        128,
+    )
 }
 
 /// `queue`: a queued visitor's position (1 = next).
@@ -246,7 +332,14 @@ pub fn queue(conv: &str, position: u32) -> Bytes {
         conv: &'a str,
         position: u32,
     }
-    frame(&Queue { kind: "queue", conv, position }, 96)
+    frame(
+        &Queue {
+            kind: "queue",
+            conv,
+            position,
+        },
+        96,
+    )
 }
 
 /// `status`: the echo of an agent's availability.
@@ -257,7 +350,13 @@ pub fn status(status: &str) -> Bytes {
         kind: &'static str,
         status: &'a str,
     }
-    frame(&Status { kind: "status", status }, 64)
+    frame(
+        &Status {
+            kind: "status",
+            status,
+        },
+        64,
+    )
 }
 
 #[cfg(test)]
@@ -274,7 +373,11 @@ mod tests {
         EntryView {
             seq: 13,
             ts_ms: 1_732_280_000_123,
-            author: if event.is_some() { AuthorRole::System } else { AuthorRole::Visitor },
+            author: if event.is_some() {
+                AuthorRole::System
+            } else {
+                AuthorRole::Visitor
+            },
             author_id: event.is_none().then_some("v-123"),
             author_name: event.is_none().then_some("Ann"),
             client_id: event.is_none().then_some("m-42"),
@@ -295,14 +398,22 @@ mod tests {
             parse(&entry_frame("c-9", &view(None, Some(EventView::Queued)))),
             json!({"type":"msg","conv":"c-9","seq":13,"from":{"role":"system"},"event":"queued","ts":1_732_280_000_123u64})
         );
-        let assigned = EventView::Assigned { agent_id: "alice", agent_name: Some("Alice") };
+        let assigned = EventView::Assigned {
+            agent_id: "alice",
+            agent_name: Some("Alice"),
+        };
         assert_eq!(
             parse(&entry_frame("c-9", &view(None, Some(assigned))))["agent"],
             json!({"id":"alice","name":"Alice"})
         );
-        let closed = EventView::Closed { by: Some((AuthorRole::Agent, "alice")) };
+        let closed = EventView::Closed {
+            by: Some((AuthorRole::Agent, "alice")),
+        };
         let v = parse(&entry_frame("c-9", &view(None, Some(closed))));
-        assert_eq!((v["event"].clone(), v["by"].clone()), (json!("closed"), json!({"role":"agent","id":"alice"})));
+        assert_eq!(
+            (v["event"].clone(), v["by"].clone()),
+            (json!("closed"), json!({"role":"agent","id":"alice"}))
+        );
     }
 
     #[test]
@@ -325,26 +436,48 @@ mod tests {
         assert_eq!(v["more"], true);
         assert_eq!(v["messages"][1]["text"], "two \"quoted\"");
         let v = parse(&history("c-9", None, &[], false));
-        assert_eq!(v, json!({"type":"history","conv":"c-9","messages":[],"more":false}));
+        assert_eq!(
+            v,
+            json!({"type":"history","conv":"c-9","messages":[],"more":false})
+        );
     }
 
     #[test]
     fn small_frames() {
-        assert_eq!(parse(&ack("m-42", "c-9", 13)), json!({"type":"ack","id":"m-42","conv":"c-9","seq":13}));
         assert_eq!(
-            parse(&error(ErrorCode::NotFound, "no such conversation", Some("m-42"))),
+            parse(&ack("m-42", "c-9", 13)),
+            json!({"type":"ack","id":"m-42","conv":"c-9","seq":13})
+        );
+        assert_eq!(
+            parse(&error(
+                ErrorCode::NotFound,
+                "no such conversation",
+                Some("m-42")
+            )),
             json!({"type":"error","code":"not_found","message":"no such conversation","ref":"m-42"})
         );
-        assert_eq!(parse(&synced("c", 30)), json!({"type":"synced","conv":"c","last_seq":30}));
+        assert_eq!(
+            parse(&synced("c", 30)),
+            json!({"type":"synced","conv":"c","last_seq":30})
+        );
         assert_eq!(
             parse(&typing("c", true, "agent", "alice")),
             json!({"type":"typing","conv":"c","on":true,"by":{"role":"agent","id":"alice"}})
         );
-        assert_eq!(parse(&queue("c", 3)), json!({"type":"queue","conv":"c","position":3}));
-        assert_eq!(parse(&status("away")), json!({"type":"status","status":"away"}));
+        assert_eq!(
+            parse(&queue("c", 3)),
+            json!({"type":"queue","conv":"c","position":3})
+        );
+        assert_eq!(
+            parse(&status("away")),
+            json!({"type":"status","status":"away"})
+        );
         let summary = ConvSummary {
             conv: "c-9".into(),
-            state: ConvState::Assigned(crate::model::AgentRef { id: "alice".into(), name: Some("Alice".into()) }),
+            state: ConvState::Assigned(crate::model::AgentRef {
+                id: "alice".into(),
+                name: Some("Alice".into()),
+            }),
             last_seq: 12,
         };
         assert_eq!(

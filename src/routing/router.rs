@@ -493,7 +493,10 @@ impl TenantRouter {
     /// The conversations assigned to `agent` (empty for an unknown agent):
     /// where its connections receive from.
     pub fn agent_convs(&self, agent: &UserId) -> Vec<ConvId> {
-        self.agents.get(agent).map(|a| a.open.iter().cloned().collect()).unwrap_or_default()
+        self.agents
+            .get(agent)
+            .map(|a| a.open.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Queue length, agents by state, open assignments.

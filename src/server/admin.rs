@@ -41,10 +41,13 @@ async fn handle(shard: Rc<Shard>, mut stream: TcpStream) {
             _ => return,
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let read = futures_lite::future::or(async { Some(read_some(&mut stream, &mut buf[filled..]).await) }, async {
-            glommio::timer::sleep(left).await;
-            None
-        })
+        let read = futures_lite::future::or(
+            async { Some(read_some(&mut stream, &mut buf[filled..]).await) },
+            async {
+                glommio::timer::sleep(left).await;
+                None
+            },
+        )
         .await;
         match read {
             Some(Ok(n)) if n > 0 => filled += n,

@@ -47,7 +47,9 @@ const READ_BUDGET: usize = 8;
 
 /// Serves one accepted connection to its end.
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
-    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let _ = stream.set_nodelay(true);
     add(&shard.metrics.connects, 1);
     gauge_add(&shard.metrics.pending, 1);
@@ -58,7 +60,12 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         return;
     };
     let id = shard.next_conn_id();
-    let conn = Rc::new(Conn::new(id, shard.id, peer, head.origin.map(String::into_boxed_str)));
+    let conn = Rc::new(Conn::new(
+        id,
+        shard.id,
+        peer,
+        head.origin.map(String::into_boxed_str),
+    ));
     shard.conns.borrow_mut().insert(id, conn.clone());
     let mut driver = Driver {
         shard: shard.clone(),
@@ -193,7 +200,9 @@ impl Driver {
                     // Register for writability (this may also write some bytes).
                     let mut written = None;
                     self.offset = self.conn.drain_output(self.offset, |frames, offset| {
-                        let Some(front) = frames.front() else { return 0 };
+                        let Some(front) = frames.front() else {
+                            return 0;
+                        };
                         match Pin::new(&mut self.stream).poll_write(cx, &front[offset..]) {
                             Poll::Ready(Ok(n)) => {
                                 written = Some(n);
@@ -226,13 +235,22 @@ impl Driver {
 }
 
 /// One `sendmsg` over the queued frames, the first from `offset`.
-fn send_frames(fd: i32, frames: &std::collections::VecDeque<bytes::Bytes>, offset: usize) -> io::Result<usize> {
-    let mut iov: [libc::iovec; MAX_IOVECS] =
-        [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOVECS];
+fn send_frames(
+    fd: i32,
+    frames: &std::collections::VecDeque<bytes::Bytes>,
+    offset: usize,
+) -> io::Result<usize> {
+    let mut iov: [libc::iovec; MAX_IOVECS] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_IOVECS];
     let mut n = 0;
     for (i, frame) in frames.iter().take(MAX_IOVECS).enumerate() {
         let bytes = if i == 0 { &frame[offset..] } else { &frame[..] };
-        iov[n] = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+        iov[n] = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
         n += 1;
     }
     // SAFETY: the iovecs point into `frames`, which outlive the call; msghdr
@@ -264,8 +282,11 @@ impl Future for Driver {
                 if Pin::new(timer).poll(cx).is_ready() {
                     this.hello_timer = None;
                     if matches!(&*this.conn.state.borrow(), SessionState::AwaitingHello) {
-                        this.shard.metrics.handshake_failed(HandshakeFailure::HelloTimeout);
-                        this.conn.request_close(close::HELLO_TIMEOUT, "no hello in time");
+                        this.shard
+                            .metrics
+                            .handshake_failed(HandshakeFailure::HelloTimeout);
+                        this.conn
+                            .request_close(close::HELLO_TIMEOUT, "no hello in time");
                     }
                 }
             }

@@ -26,7 +26,11 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
             Ok(Some(head)) => break head,
             Ok(None) => {}
             Err(e) => {
-                let why = if e.status == 431 { HandshakeFailure::TooLarge } else { HandshakeFailure::BadRequest };
+                let why = if e.status == 431 {
+                    HandshakeFailure::TooLarge
+                } else {
+                    HandshakeFailure::BadRequest
+                };
                 shard.metrics.handshake_failed(why);
                 let _ = write_all(stream, &e.to_response()).await;
                 shard.pool.give(buf);
@@ -35,7 +39,17 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
         }
         if filled == buf.len() {
             shard.metrics.handshake_failed(HandshakeFailure::TooLarge);
-            let _ = write_all(stream, &HttpError { status: 431, reason: "Request Header Fields Too Large", message: "request head too large", headers: &[] }.to_response()).await;
+            let _ = write_all(
+                stream,
+                &HttpError {
+                    status: 431,
+                    reason: "Request Header Fields Too Large",
+                    message: "request head too large",
+                    headers: &[],
+                }
+                .to_response(),
+            )
+            .await;
             shard.pool.give(buf);
             return None;
         }
@@ -56,7 +70,11 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
             Some(Ok(n)) => filled += n,
             None => {
                 shard.metrics.handshake_failed(HandshakeFailure::Timeout);
-                let _ = write_all(stream, &websocket::response(408, "Request Timeout", "text/plain", b"", &[])).await;
+                let _ = write_all(
+                    stream,
+                    &websocket::response(408, "Request Timeout", "text/plain", b"", &[]),
+                )
+                .await;
                 shard.pool.give(buf);
                 return None;
             }
@@ -94,7 +112,13 @@ pub fn health_response(shard: &Shard) -> Vec<u8> {
     if shard.ready.load(std::sync::atomic::Ordering::Acquire) {
         websocket::response(200, "OK", "application/json", br#"{"status":"ok"}"#, &[])
     } else {
-        websocket::response(503, "Service Unavailable", "application/json", br#"{"status":"starting"}"#, &[])
+        websocket::response(
+            503,
+            "Service Unavailable",
+            "application/json",
+            br#"{"status":"starting"}"#,
+            &[],
+        )
     }
 }
 

@@ -17,7 +17,11 @@ use crate::shard::Shard;
 pub const BACKLOG: i32 = 16384;
 
 fn socket_for(addr: SocketAddr) -> io::Result<Socket> {
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_port(true)?;
     socket.set_reuse_address(true)?;
@@ -28,8 +32,11 @@ fn socket_for(addr: SocketAddr) -> io::Result<Socket> {
 /// non-listening `SO_REUSEPORT` socket until every shard has bound it.
 /// A socket that does not listen receives no connections.
 pub fn reserve(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
-    let socket = socket_for(addr).map_err(|e| io::Error::new(e.kind(), format!("socket for {addr}: {e}")))?;
-    socket.bind(&SockAddr::from(addr)).map_err(|e| io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
+    let socket = socket_for(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("socket for {addr}: {e}")))?;
+    socket
+        .bind(&SockAddr::from(addr))
+        .map_err(|e| io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
     let bound = socket
         .local_addr()?
         .as_socket()

@@ -53,8 +53,6 @@ pub const RING_SLOTS: usize = 1024;
 
 /// What a shard reports once it accepts connections.
 struct Ready {
-    /// The main listener's address.
-    listen: SocketAddr,
     /// The admin listener's address (shard 0 only).
     admin: Option<SocketAddr>,
 }
@@ -63,14 +61,20 @@ struct Ready {
 pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
     raise_limits();
     let settings = Arc::new(settings);
-    std::fs::create_dir_all(&settings.data_dir)
-        .map_err(|e| format!("creating the data directory {}: {e}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        format!(
+            "creating the data directory {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
     let started = Instant::now();
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(&settings.data_dir.join("store"), &settings.store)
             .map_err(|e| format!("opening the store in {}: {e}", settings.data_dir.display()))?,
     );
-    let recovered = store.recover().map_err(|e| format!("recovering the store: {e}"))?;
+    let recovered = store
+        .recover()
+        .map_err(|e| format!("recovering the store: {e}"))?;
     let boots = recovery::partition(recovered, settings.shards);
     tracing::info!(
         shards = settings.shards,
@@ -81,27 +85,35 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
 
     let (reservation, listen) = listener::reserve(settings.listen)?;
     let ready_flag = Arc::new(AtomicBool::new(false));
-    let shared = Shared { settings: settings.clone(), store: store.clone(), ready: ready_flag.clone() };
+    let shared = Shared {
+        settings: settings.clone(),
+        store: store.clone(),
+        ready: ready_flag.clone(),
+    };
 
     let signal_fds = signal_sockets(settings.shards)?;
     let boots = Arc::new(Mutex::new(boots.into_iter().map(Some).collect::<Vec<_>>()));
-    let signal_fds = Arc::new(Mutex::new(signal_fds.into_iter().map(Some).collect::<Vec<_>>()));
+    let signal_fds = Arc::new(Mutex::new(
+        signal_fds.into_iter().map(Some).collect::<Vec<_>>(),
+    ));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
     let shards = settings.shards;
-    let announcer = std::thread::Builder::new().name("kefu-ready".into()).spawn(move || {
-        let mut admin = None;
-        for _ in 0..shards {
-            match ready_rx.recv() {
-                Ok(ready) => admin = admin.or(ready.admin),
-                Err(_) => return,
+    let announcer = std::thread::Builder::new()
+        .name("kefu-ready".into())
+        .spawn(move || {
+            let mut admin = None;
+            for _ in 0..shards {
+                match ready_rx.recv() {
+                    Ok(ready) => admin = admin.or(ready.admin),
+                    Err(_) => return,
+                }
             }
-        }
-        drop(reservation);
-        ready_flag.store(true, Ordering::Release);
-        let admin = admin.map_or_else(|| "-".to_string(), |a| a.to_string());
-        println!("kefu ready listen={listen} admin={admin} shards={shards}");
-        tracing::info!(%listen, %admin, shards, "accepting connections");
-    })?;
+            drop(reservation);
+            ready_flag.store(true, Ordering::Release);
+            let admin = admin.map_or_else(|| "-".to_string(), |a| a.to_string());
+            println!("kefu ready listen={listen} admin={admin} shards={shards}");
+            tracing::info!(%listen, %admin, shards, "accepting connections");
+        })?;
 
     let config = RuntimeConfig {
         shards: settings.shards,
@@ -111,17 +123,22 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
     };
     let mesh_builder = mesh::builder::<Envelope>(settings.shards, RING_SLOTS);
     let results = shards::runtime::run(&config, move |ctx: ShardContext| {
-        let boot = boots.lock().expect("boot list")[ctx.id].take().expect("one boot per shard");
-        let signal = signal_fds.lock().expect("signal list")[ctx.id].take().expect("one signal socket per shard");
-        let (shared, mesh_builder, ready_tx) = (shared.clone(), mesh_builder.clone(), ready_tx.clone());
+        let boot = boots.lock().expect("boot list")[ctx.id]
+            .take()
+            .expect("one boot per shard");
+        let signal = signal_fds.lock().expect("signal list")[ctx.id]
+            .take()
+            .expect("one signal socket per shard");
+        let (shared, mesh_builder, ready_tx) =
+            (shared.clone(), mesh_builder.clone(), ready_tx.clone());
         async move { shard_main(ctx, shared, mesh_builder, boot, signal, ready_tx, listen).await }
     })?;
-    let _ = announcer.join();
     for (id, result) in results.into_iter().enumerate() {
         if let Err(e) = result {
             return Err(format!("shard {id}: {e}").into());
         }
     }
+    let _ = announcer.join();
     tracing::info!("stopped");
     Ok(())
 }
@@ -130,20 +147,26 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
 async fn shard_main(
     ctx: ShardContext,
     shared: Shared,
-    mesh_builder: glommio::channels::channel_mesh::MeshBuilder<Vec<Envelope>, glommio::channels::channel_mesh::Full>,
+    mesh_builder: glommio::channels::channel_mesh::MeshBuilder<
+        Vec<Envelope>,
+        glommio::channels::channel_mesh::Full,
+    >,
     boot: ShardBoot,
     signal: OwnedFd,
     ready: std::sync::mpsc::Sender<Ready>,
     listen: SocketAddr,
 ) -> Result<(), String> {
+    tracing::debug!(shard = ctx.id, "joining the mesh");
     let mesh = Mesh::join(mesh_builder).await.map_err(|e| e.to_string())?;
+    tracing::debug!(shard = ctx.id, "joined the mesh");
     let shard = Rc::new(Shard::new(ctx.id, ctx.count, mesh.clone(), &shared));
     shard.set_self();
     shard.restore(boot);
     let handler = {
         let shard = shard.clone();
         Rc::new(move |envelope: Envelope| {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.handle(envelope)));
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.handle(envelope)));
             if result.is_err() {
                 crate::metrics::add(&shard.metrics.panics, 1);
                 tracing::error!(shard = shard.id, "panic while handling a shard message");
@@ -157,8 +180,12 @@ async fn shard_main(
 
     let main = listener::bind(listen).map_err(|e| format!("binding {listen}: {e}"))?;
     let admin = if ctx.id == 0 {
-        let admin = listener::bind(shared.settings.admin_listen)
-            .map_err(|e| format!("binding the admin listener {}: {e}", shared.settings.admin_listen))?;
+        let admin = listener::bind(shared.settings.admin_listen).map_err(|e| {
+            format!(
+                "binding the admin listener {}: {e}",
+                shared.settings.admin_listen
+            )
+        })?;
         let addr = admin.local_addr().map_err(|e| e.to_string())?;
         glommio::spawn_local(admin::serve(shard.clone(), admin)).detach();
         Some(addr)
@@ -166,7 +193,7 @@ async fn shard_main(
         None
     };
     let accepting = glommio::spawn_local(listener::accept_loop(shard.clone(), main)).detach();
-    let _ = ready.send(Ready { listen, admin });
+    let _ = ready.send(Ready { admin });
 
     // Wait for SIGTERM/SIGINT (a byte on this shard's signal socket).
     // SAFETY: the fd is a connected Unix stream socket we own.
@@ -189,7 +216,9 @@ async fn drain(shard: &Rc<Shard>) {
     for conn in conns {
         conn.request_close(close::GOING_AWAY, "gateway shutting down");
     }
-    while Instant::now() < deadline && (!shard.conns.borrow().is_empty() || !shard.appender.is_idle()) {
+    while Instant::now() < deadline
+        && (!shard.conns.borrow().is_empty() || !shard.appender.is_idle())
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         futures_lite::future::or(shard.appender.committed.listen(), async {
             glommio::timer::sleep(left.min(Duration::from_millis(20))).await;
@@ -197,7 +226,10 @@ async fn drain(shard: &Rc<Shard>) {
         .await;
     }
     if !shard.appender.is_idle() {
-        tracing::warn!(shard = shard.id, "drain timed out with entries not yet durable; none of them was acknowledged");
+        tracing::warn!(
+            shard = shard.id,
+            "drain timed out with entries not yet durable; none of them was acknowledged"
+        );
     }
 }
 
@@ -218,7 +250,10 @@ fn signal_sockets(shards: usize) -> Result<Vec<OwnedFd>, Box<dyn Error>> {
 /// Raises the open-files limit to its hard limit, and the locked-memory
 /// limit (io_uring) where allowed. Best effort: failures are logged.
 fn raise_limits() {
-    for (resource, name) in [(libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"), (libc::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK")] {
+    for (resource, name) in [
+        (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
+        (libc::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK"),
+    ] {
         // SAFETY: plain getrlimit/setrlimit on a local struct.
         unsafe {
             let mut limit: libc::rlimit = std::mem::zeroed();

@@ -68,13 +68,17 @@ pub fn partition(recovered: Recovered, shards: usize) -> Vec<ShardBoot> {
                 front: conv.meta.queue_front,
                 excluded: conv.meta.excluded_agent.clone(),
             }),
-            ConvState::Assigned(agent) => {
-                Some(RouterRestore::Assigned { info, agent: agent.clone(), assigned_ms: conv.meta.assigned_ms })
-            }
+            ConvState::Assigned(agent) => Some(RouterRestore::Assigned {
+                info,
+                agent: agent.clone(),
+                assigned_ms: conv.meta.assigned_ms,
+            }),
             ConvState::Closed => None,
         };
         if let Some(restore) = restore {
-            boots[router_of(&conv.tenant)].routing.push((conv.tenant.clone(), restore));
+            boots[router_of(&conv.tenant)]
+                .routing
+                .push((conv.tenant.clone(), restore));
         }
         let Some(placement) = conv.conv.placement() else {
             tracing::error!(conv = %conv.conv, "stored conversation with a malformed id skipped");
@@ -82,10 +86,18 @@ pub fn partition(recovered: Recovered, shards: usize) -> Vec<ShardBoot> {
         };
         boots[shards::shard_for(placement, shards)].convs.push(conv);
     }
-    let sticky_since = now_ms().saturating_sub(crate::shard::routers::STICKY_WINDOW.as_millis() as u64);
+    let sticky_since =
+        now_ms().saturating_sub(crate::shard::routers::STICKY_WINDOW.as_millis() as u64);
     for (tenant, visitor, VisitorMeta { last_agent }) in recovered.visitors {
         if let Some((agent, assigned_ms)) = last_agent.filter(|(_, at)| *at >= sticky_since) {
-            boots[router_of(&tenant)].routing.push((tenant, RouterRestore::LastAgent { visitor, agent, assigned_ms }));
+            boots[router_of(&tenant)].routing.push((
+                tenant,
+                RouterRestore::LastAgent {
+                    visitor,
+                    agent,
+                    assigned_ms,
+                },
+            ));
         }
     }
     boots
@@ -96,9 +108,16 @@ impl Shard {
     pub fn restore(&self, boot: ShardBoot) {
         let mut convs = self.convs.borrow_mut();
         for rc in boot.convs {
-            let mut conv = Conversation::new(rc.tenant.clone(), rc.conv.clone(), rc.meta, rc.last_seq);
-            conv.cursors = rc.cursors.into_iter().collect::<HashMap<Participant, u64>>();
-            let visitor = convs.visitors.entry((rc.tenant.clone(), conv.meta.visitor.clone())).or_default();
+            let mut conv =
+                Conversation::new(rc.tenant.clone(), rc.conv.clone(), rc.meta, rc.last_seq);
+            conv.cursors = rc
+                .cursors
+                .into_iter()
+                .collect::<HashMap<Participant, u64>>();
+            let visitor = convs
+                .visitors
+                .entry((rc.tenant.clone(), conv.meta.visitor.clone()))
+                .or_default();
             visitor.open_conv = Some(rc.conv.clone());
             convs.convs.insert((rc.tenant, rc.conv), conv);
         }
@@ -107,13 +126,21 @@ impl Shard {
         for (tenant, restore) in boot.routing {
             let mut router = self.router(&tenant);
             match restore {
-                RouterRestore::Queued { info, front, excluded } => router.restore_queued(info, front, excluded),
-                RouterRestore::Assigned { info, agent, assigned_ms } => {
-                    router.restore_assigned(info, agent, assigned_ms, now)
-                }
-                RouterRestore::LastAgent { visitor, agent, assigned_ms } => {
-                    router.restore_last_agent(visitor, agent, assigned_ms)
-                }
+                RouterRestore::Queued {
+                    info,
+                    front,
+                    excluded,
+                } => router.restore_queued(info, front, excluded),
+                RouterRestore::Assigned {
+                    info,
+                    agent,
+                    assigned_ms,
+                } => router.restore_assigned(info, agent, assigned_ms, now),
+                RouterRestore::LastAgent {
+                    visitor,
+                    agent,
+                    assigned_ms,
+                } => router.restore_last_agent(visitor, agent, assigned_ms),
             }
         }
     }

@@ -22,11 +22,16 @@ impl Shard {
             return match parsed {
                 Parsed::Command(command, _) => self.on_hello(conn, command),
                 Parsed::NotAnObject => {
-                    self.metrics.handshake_failed(crate::metrics::HandshakeFailure::BadHello);
-                    conn.request_close(close::MALFORMED_HELLO, "the first frame must be a JSON object")
+                    self.metrics
+                        .handshake_failed(crate::metrics::HandshakeFailure::BadHello);
+                    conn.request_close(
+                        close::MALFORMED_HELLO,
+                        "the first frame must be a JSON object",
+                    )
                 }
                 Parsed::Refused(refusal) => {
-                    self.metrics.handshake_failed(crate::metrics::HandshakeFailure::BadHello);
+                    self.metrics
+                        .handshake_failed(crate::metrics::HandshakeFailure::BadHello);
                     if refusal.hello {
                         conn.request_close(close::MALFORMED_HELLO, "malformed hello")
                     } else {
@@ -35,51 +40,106 @@ impl Shard {
                 }
             };
         }
-        let conn_ref = ConnRef { shard: self.id, id: conn.id };
+        let conn_ref = ConnRef {
+            shard: self.id,
+            id: conn.id,
+        };
         match parsed {
-            Parsed::NotAnObject => {
-                self.error_to(conn_ref, ErrorCode::BadRequest, "a frame must be a JSON object", None)
+            Parsed::NotAnObject => self.error_to(
+                conn_ref,
+                ErrorCode::BadRequest,
+                "a frame must be a JSON object",
+                None,
+            ),
+            Parsed::Refused(r) => {
+                self.error_to(conn_ref, r.code, &r.message, r.reference.as_deref())
             }
-            Parsed::Refused(r) => self.error_to(conn_ref, r.code, &r.message, r.reference.as_deref()),
-            Parsed::Command(command, reference) => self.on_command(conn, conn_ref, command, reference.as_deref()),
+            Parsed::Command(command, reference) => {
+                self.on_command(conn, conn_ref, command, reference.as_deref())
+            }
         }
     }
 
-    fn on_command(&self, conn: &Rc<Conn>, conn_ref: ConnRef, command: Command<'_>, reference: Option<&str>) {
+    fn on_command(
+        &self,
+        conn: &Rc<Conn>,
+        conn_ref: ConnRef,
+        command: Command<'_>,
+        reference: Option<&str>,
+    ) {
         let (tenant, who, name, profile) = {
             let mut state = conn.state.borrow_mut();
-            let SessionState::Active(session) = &mut *state else { return };
+            let SessionState::Active(session) = &mut *state else {
+                return;
+            };
             if matches!(command, Command::Msg { .. }) && !session.rate.take() {
                 let strikes = session.rate.strikes;
                 drop(state);
                 if strikes > RATE_LIMIT_STRIKES {
                     return conn.request_close(close::TOO_MANY, "too many messages");
                 }
-                return self.error_to(conn_ref, ErrorCode::RateLimited, "too many messages, slow down", reference);
+                return self.error_to(
+                    conn_ref,
+                    ErrorCode::RateLimited,
+                    "too many messages, slow down",
+                    reference,
+                );
             }
-            (session.tenant.id.clone(), session.who.clone(), session.name.clone(), session.profile.clone())
+            (
+                session.tenant.id.clone(),
+                session.who.clone(),
+                session.name.clone(),
+                session.profile.clone(),
+            )
         };
         let conv_of = |conv: &str| -> Result<(ConvId, usize), ()> {
             let conv = ConvId::from(conv);
             self.conv_shard(&conv).map(|shard| (conv, shard)).ok_or(())
         };
-        let not_found = || self.error_to(conn_ref, ErrorCode::NotFound, "no such conversation", reference);
+        let not_found = || {
+            self.error_to(
+                conn_ref,
+                ErrorCode::NotFound,
+                "no such conversation",
+                reference,
+            )
+        };
         match command {
-            Command::Hello { .. } => {
-                self.error_to(conn_ref, ErrorCode::BadRequest, "this connection already said hello", reference)
-            }
+            Command::Hello { .. } => self.error_to(
+                conn_ref,
+                ErrorCode::BadRequest,
+                "this connection already said hello",
+                reference,
+            ),
             Command::Msg { id, conv, text } => {
                 if text.len() > self.settings.limits.max_text_bytes {
-                    return self.error_to(conn_ref, ErrorCode::TooLarge, "text is over the size limit", Some(&id));
+                    return self.error_to(
+                        conn_ref,
+                        ErrorCode::TooLarge,
+                        "text is over the size limit",
+                        Some(&id),
+                    );
                 }
                 let (conv, dest) = match (conv, who.role) {
                     (Some(conv), _) => match conv_of(&conv) {
                         Ok((conv, shard)) => (Some(conv), shard),
-                        Err(()) => return self.error_to(conn_ref, ErrorCode::NotFound, "no such conversation", Some(&id)),
+                        Err(()) => {
+                            return self.error_to(
+                                conn_ref,
+                                ErrorCode::NotFound,
+                                "no such conversation",
+                                Some(&id),
+                            )
+                        }
                     },
                     (None, Role::Visitor) => (None, self.home_of(&tenant, &who.id)),
                     (None, Role::Agent) => {
-                        return self.error_to(conn_ref, ErrorCode::BadRequest, "an agent must name a `conv`", Some(&id))
+                        return self.error_to(
+                            conn_ref,
+                            ErrorCode::BadRequest,
+                            "an agent must name a `conv`",
+                            Some(&id),
+                        )
                     }
                 };
                 let submit = Submit {
@@ -95,74 +155,164 @@ impl Shard {
                 self.send(dest, Envelope::Submit(Box::new(submit)));
             }
             Command::Recv { conv, seq } => match conv_of(&conv) {
-                Ok((conv, shard)) => self.send(shard, Envelope::Recv { tenant, who, conv, seq, conn: conn_ref }),
+                Ok((conv, shard)) => self.send(
+                    shard,
+                    Envelope::Recv {
+                        tenant,
+                        who,
+                        conv,
+                        seq,
+                        conn: conn_ref,
+                    },
+                ),
                 Err(()) => not_found(),
             },
             Command::Sync { conv, after } => match conv_of(&conv) {
-                Ok((conv, shard)) => self.send(shard, Envelope::Sync { tenant, who, conn: conn_ref, conv, after }),
-                Err(()) => not_found(),
-            },
-            Command::History { conv, before, limit, reference: r } => match conv_of(&conv) {
                 Ok((conv, shard)) => self.send(
                     shard,
-                    Envelope::History { tenant, who, conn: conn_ref, conv, before, limit, reference: r.map(|r| Arc::from(&*r)) },
+                    Envelope::Sync {
+                        tenant,
+                        who,
+                        conn: conn_ref,
+                        conv,
+                        after,
+                    },
+                ),
+                Err(()) => not_found(),
+            },
+            Command::History {
+                conv,
+                before,
+                limit,
+                reference: r,
+            } => match conv_of(&conv) {
+                Ok((conv, shard)) => self.send(
+                    shard,
+                    Envelope::History {
+                        tenant,
+                        who,
+                        conn: conn_ref,
+                        conv,
+                        before,
+                        limit,
+                        reference: r.map(|r| Arc::from(&*r)),
+                    },
                 ),
                 Err(()) => not_found(),
             },
             Command::Typing { conv, on } => match conv_of(&conv) {
-                Ok((conv, shard)) => {
-                    self.send(shard, Envelope::Signal { tenant, who, conn: conn_ref, conv, signal: Signal::Typing(on) })
-                }
+                Ok((conv, shard)) => self.send(
+                    shard,
+                    Envelope::Signal {
+                        tenant,
+                        who,
+                        conn: conn_ref,
+                        conv,
+                        signal: Signal::Typing(on),
+                    },
+                ),
                 Err(()) => not_found(),
             },
             Command::Read { conv, seq } => match conv_of(&conv) {
-                Ok((conv, shard)) => {
-                    self.send(shard, Envelope::Signal { tenant, who, conn: conn_ref, conv, signal: Signal::Read(seq) })
-                }
+                Ok((conv, shard)) => self.send(
+                    shard,
+                    Envelope::Signal {
+                        tenant,
+                        who,
+                        conn: conn_ref,
+                        conv,
+                        signal: Signal::Read(seq),
+                    },
+                ),
                 Err(()) => not_found(),
             },
             Command::Status { status } => {
                 if who.role != Role::Agent {
-                    return self.error_to(conn_ref, ErrorCode::Forbidden, "only agents have a status", reference);
+                    return self.error_to(
+                        conn_ref,
+                        ErrorCode::Forbidden,
+                        "only agents have a status",
+                        reference,
+                    );
                 }
                 let status = match status {
                     Availability::Online => AgentStatus::Online,
                     Availability::Away => AgentStatus::Away,
                 };
-                self.send(self.router_of(&tenant), Envelope::AgentStatus { tenant, agent: who.id, status });
+                self.send(
+                    self.router_of(&tenant),
+                    Envelope::AgentStatus {
+                        tenant,
+                        agent: who.id,
+                        status,
+                    },
+                );
             }
             Command::Transfer { conv, to } => {
                 if who.role != Role::Agent {
-                    return self.error_to(conn_ref, ErrorCode::Forbidden, "only agents transfer conversations", reference);
+                    return self.error_to(
+                        conn_ref,
+                        ErrorCode::Forbidden,
+                        "only agents transfer conversations",
+                        reference,
+                    );
                 }
                 let to = match to {
                     Some(to) if !is_valid_user_id(&to) => {
-                        return self.error_to(conn_ref, ErrorCode::NotFound, "no such agent is connected", reference)
+                        return self.error_to(
+                            conn_ref,
+                            ErrorCode::NotFound,
+                            "no such agent is connected",
+                            reference,
+                        )
                     }
                     to => to.map(|t| UserId::from(&*t)),
                 };
                 match conv_of(&conv) {
                     Ok((conv, shard)) => self.send(
                         shard,
-                        Envelope::TransferRequest { tenant, agent: who.id, conn: conn_ref, conv, to },
+                        Envelope::TransferRequest {
+                            tenant,
+                            agent: who.id,
+                            conn: conn_ref,
+                            conv,
+                            to,
+                        },
                     ),
                     Err(()) => not_found(),
                 }
             }
             Command::Close { conv } => match (conv, who.role) {
                 (Some(conv), _) => match conv_of(&conv) {
-                    Ok((conv, shard)) => {
-                        self.send(shard, Envelope::Close { tenant, who, conn: conn_ref, conv: Some(conv) })
-                    }
+                    Ok((conv, shard)) => self.send(
+                        shard,
+                        Envelope::Close {
+                            tenant,
+                            who,
+                            conn: conn_ref,
+                            conv: Some(conv),
+                        },
+                    ),
                     Err(()) => not_found(),
                 },
                 (None, Role::Visitor) => {
                     let home = self.home_of(&tenant, &who.id);
-                    self.send(home, Envelope::Close { tenant, who, conn: conn_ref, conv: None })
+                    self.send(
+                        home,
+                        Envelope::Close {
+                            tenant,
+                            who,
+                            conn: conn_ref,
+                            conv: None,
+                        },
+                    )
                 }
-                (None, Role::Agent) => {
-                    self.error_to(conn_ref, ErrorCode::BadRequest, "an agent must name the `conv` to close", reference)
-                }
+                (None, Role::Agent) => self.error_to(
+                    conn_ref,
+                    ErrorCode::BadRequest,
+                    "an agent must name the `conv` to close",
+                    reference,
+                ),
             },
         }
         add(&self.metrics.frames_out, 0);

@@ -30,19 +30,22 @@ impl Shard {
             (None, Some(tenant)) => match tenants.get(&tenant) {
                 Some(tenant) => auth::anonymous_visitor(tenant, ANONYMOUS_TOKEN_TTL),
                 None => {
-                    self.metrics.handshake_failed(HandshakeFailure::Unauthorized);
+                    self.metrics
+                        .handshake_failed(HandshakeFailure::Unauthorized);
                     return conn.request_close(close::UNAUTHORIZED, "unknown tenant");
                 }
             },
             (None, None) => {
                 self.metrics.handshake_failed(HandshakeFailure::BadHello);
-                return conn.request_close(close::MALFORMED_HELLO, "hello needs a token or a tenant");
+                return conn
+                    .request_close(close::MALFORMED_HELLO, "hello needs a token or a tenant");
             }
         };
         let identity = match identity {
             Ok(identity) => identity,
             Err(e) => {
-                self.metrics.handshake_failed(HandshakeFailure::Unauthorized);
+                self.metrics
+                    .handshake_failed(HandshakeFailure::Unauthorized);
                 tracing::debug!(conn = conn.id, peer = %conn.peer, reason = e.reason(), "hello refused");
                 return conn.request_close(close::UNAUTHORIZED, "unauthorized");
             }
@@ -55,7 +58,10 @@ impl Shard {
     }
 
     fn attach(&self, conn: &Rc<Conn>, identity: Identity) {
-        let who = Participant { role: identity.role, id: identity.id.clone() };
+        let who = Participant {
+            role: identity.role,
+            id: identity.id.clone(),
+        };
         let tenant_id = identity.tenant.id.clone();
         let profile = VisitorProfile {
             name: identity.name.clone(),
@@ -69,14 +75,25 @@ impl Shard {
             Role::Agent => gauge_add(&self.metrics.agents, 1),
         }
         conn.begin_welcome();
-        let conn_ref = crate::ids::ConnRef { shard: self.id, id: conn.id };
+        let conn_ref = crate::ids::ConnRef {
+            shard: self.id,
+            id: conn.id,
+        };
         match identity.role {
             Role::Visitor => self.send(
                 self.home_of(&tenant_id, &who.id),
-                Envelope::VisitorAttach { tenant: tenant_id, visitor: who.id.clone(), profile: profile.clone(), conn: conn_ref },
+                Envelope::VisitorAttach {
+                    tenant: tenant_id,
+                    visitor: who.id.clone(),
+                    profile: profile.clone(),
+                    conn: conn_ref,
+                },
             ),
             Role::Agent => {
-                let max_chats = identity.max_chats.unwrap_or(identity.tenant.max_chats).max(1);
+                let max_chats = identity
+                    .max_chats
+                    .unwrap_or(identity.tenant.max_chats)
+                    .max(1);
                 self.send(
                     self.router_of(&tenant_id),
                     Envelope::AgentAttach {
@@ -108,21 +125,32 @@ impl Shard {
         let state = std::mem::replace(&mut *conn.state.borrow_mut(), SessionState::Closing);
         match state {
             SessionState::Active(session) => {
-                let conn_ref = crate::ids::ConnRef { shard: self.id, id: conn.id };
+                let conn_ref = crate::ids::ConnRef {
+                    shard: self.id,
+                    id: conn.id,
+                };
                 let tenant = session.tenant.id.clone();
                 match session.who.role {
                     Role::Visitor => {
                         gauge_add(&self.metrics.visitors, -1);
                         self.send(
                             self.home_of(&tenant, &session.who.id),
-                            Envelope::VisitorDetach { tenant, visitor: session.who.id, conn: conn_ref },
+                            Envelope::VisitorDetach {
+                                tenant,
+                                visitor: session.who.id,
+                                conn: conn_ref,
+                            },
                         );
                     }
                     Role::Agent => {
                         gauge_add(&self.metrics.agents, -1);
                         self.send(
                             self.router_of(&tenant),
-                            Envelope::AgentDetach { tenant, agent: session.who.id, conn: conn_ref },
+                            Envelope::AgentDetach {
+                                tenant,
+                                agent: session.who.id,
+                                conn: conn_ref,
+                            },
                         );
                     }
                 }

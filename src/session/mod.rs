@@ -180,7 +180,11 @@ impl Conn {
     /// Runs `write` over the queued frames (the first one from `offset`),
     /// which returns how many bytes it wrote; removes what was written.
     /// Returns (bytes written, new offset into the first frame).
-    pub fn drain_output(&self, offset: usize, write: impl FnOnce(&VecDeque<Bytes>, usize) -> usize) -> usize {
+    pub fn drain_output(
+        &self,
+        offset: usize,
+        write: impl FnOnce(&VecDeque<Bytes>, usize) -> usize,
+    ) -> usize {
         let mut out = self.out.borrow_mut();
         let written = write(&out.frames, offset);
         let mut left = written + offset;
@@ -223,7 +227,13 @@ impl TokenBucket {
     /// A full bucket for `per_second` messages, bursts of twice that.
     pub fn new(per_second: u32) -> Self {
         let rate = f64::from(per_second);
-        TokenBucket { rate, burst: rate * 2.0, tokens: rate * 2.0, last: Instant::now(), strikes: 0 }
+        TokenBucket {
+            rate,
+            burst: rate * 2.0,
+            tokens: rate * 2.0,
+            last: Instant::now(),
+            strikes: 0,
+        }
     }
 
     /// Takes a token if there is one.
@@ -232,7 +242,8 @@ impl TokenBucket {
             return true;
         }
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -272,7 +283,12 @@ impl Shard {
                     self.try_finish_welcome(&c);
                 }
             }
-            Envelope::Snapshot { conn, conv, summary, frames } => {
+            Envelope::Snapshot {
+                conn,
+                conv,
+                summary,
+                frames,
+            } => {
                 if let Some(c) = self.conn(conn) {
                     let complete = {
                         let mut out = c.out.borrow_mut();
@@ -324,7 +340,10 @@ impl Shard {
     fn try_finish_welcome(&self, conn: &Conn) {
         let mut out = conn.out.borrow_mut();
         let ready = match &out.welcome {
-            Some(w) => w.listed.as_ref().is_some_and(|l| l.iter().all(|c| w.summaries.contains_key(c))),
+            Some(w) => w
+                .listed
+                .as_ref()
+                .is_some_and(|l| l.iter().all(|c| w.summaries.contains_key(c))),
             None => false,
         };
         if !ready {
@@ -340,7 +359,10 @@ impl Shard {
     pub fn force_welcome(&self, conn: &Conn) {
         let welcome = conn.out.borrow_mut().welcome.take();
         if let Some(welcome) = welcome {
-            tracing::warn!(conn = conn.id, "welcome sent before every conversation reported");
+            tracing::warn!(
+                conn = conn.id,
+                "welcome sent before every conversation reported"
+            );
             self.send_welcome(conn, welcome);
         }
     }
@@ -348,7 +370,9 @@ impl Shard {
     fn send_welcome(&self, conn: &Conn, mut welcome: WelcomeAssembly) {
         let frame = {
             let state = conn.state.borrow();
-            let SessionState::Active(session) = &*state else { return };
+            let SessionState::Active(session) = &*state else {
+                return;
+            };
             let summaries: Vec<ConvSummary> = welcome
                 .listed
                 .unwrap_or_default()

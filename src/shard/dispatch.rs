@@ -25,37 +25,133 @@ impl Shard {
     pub fn handle(&self, envelope: Envelope) {
         use Envelope as E;
         match envelope {
-            E::VisitorAttach { tenant, visitor, profile, conn } => self.on_visitor_attach(tenant, visitor, profile, conn),
-            E::VisitorDetach { tenant, visitor, conn } => self.on_visitor_detach(tenant, visitor, conn),
+            E::VisitorAttach {
+                tenant,
+                visitor,
+                profile,
+                conn,
+            } => self.on_visitor_attach(tenant, visitor, profile, conn),
+            E::VisitorDetach {
+                tenant,
+                visitor,
+                conn,
+            } => self.on_visitor_detach(tenant, visitor, conn),
             E::Submit(submit) => self.on_submit(submit),
-            E::Recv { tenant, who, conv, seq, conn } => self.on_recv(tenant, who, conv, seq, conn),
-            E::Sync { tenant, who, conn, conv, after } => self.on_sync(tenant, who, conn, conv, after),
-            E::History { tenant, who, conn, conv, before, limit, reference } => {
-                self.on_history(tenant, who, conn, conv, before, limit, reference)
+            E::Recv {
+                tenant,
+                who,
+                conv,
+                seq,
+                conn,
+            } => self.on_recv(tenant, who, conv, seq, conn),
+            E::Sync {
+                tenant,
+                who,
+                conn,
+                conv,
+                after,
+            } => self.on_sync(tenant, who, conn, conv, after),
+            E::History {
+                tenant,
+                who,
+                conn,
+                conv,
+                before,
+                limit,
+                reference,
+            } => self.on_history(tenant, who, conn, conv, before, limit, reference),
+            E::Signal {
+                tenant,
+                who,
+                conn,
+                conv,
+                signal,
+            } => self.on_signal(tenant, who, conn, conv, signal),
+            E::Close {
+                tenant,
+                who,
+                conn,
+                conv,
+            } => self.on_close(tenant, who, conn, conv),
+            E::TransferRequest {
+                tenant,
+                agent,
+                conn,
+                conv,
+                to,
+            } => self.on_transfer_request(tenant, agent, conn, conv, to),
+            E::Assign {
+                tenant,
+                conv,
+                agent,
+                conns,
+                previous,
+            } => self.on_assign(tenant, conv, agent, conns, previous),
+            E::Requeue {
+                tenant,
+                conv,
+                previous,
+            } => self.on_requeue(tenant, conv, previous),
+            E::QueuePosition {
+                tenant,
+                conv,
+                position,
+            } => self.on_queue_position(tenant, conv, position),
+            E::AgentSubscribe {
+                tenant,
+                conv,
+                agent,
+                conn,
+            } => self.on_agent_subscribe(tenant, conv, agent, conn),
+            E::AgentUnsubscribe { tenant, conv, conn } => {
+                self.on_agent_unsubscribe(tenant, conv, conn)
             }
-            E::Signal { tenant, who, conn, conv, signal } => self.on_signal(tenant, who, conn, conv, signal),
-            E::Close { tenant, who, conn, conv } => self.on_close(tenant, who, conn, conv),
-            E::TransferRequest { tenant, agent, conn, conv, to } => self.on_transfer_request(tenant, agent, conn, conv, to),
-            E::Assign { tenant, conv, agent, conns, previous } => self.on_assign(tenant, conv, agent, conns, previous),
-            E::Requeue { tenant, conv, previous } => self.on_requeue(tenant, conv, previous),
-            E::QueuePosition { tenant, conv, position } => self.on_queue_position(tenant, conv, position),
-            E::AgentSubscribe { tenant, conv, agent, conn } => self.on_agent_subscribe(tenant, conv, agent, conn),
-            E::AgentUnsubscribe { tenant, conv, conn } => self.on_agent_unsubscribe(tenant, conv, conn),
-            E::AgentAttach { tenant, profile, conn } => self.on_agent_attach(tenant, profile, conn),
-            E::AgentDetach { tenant, agent, conn } => self.on_agent_detach(tenant, agent, conn),
-            E::AgentStatus { tenant, agent, status } => self.on_agent_status(tenant, agent, status),
+            E::AgentAttach {
+                tenant,
+                profile,
+                conn,
+            } => self.on_agent_attach(tenant, profile, conn),
+            E::AgentDetach {
+                tenant,
+                agent,
+                conn,
+            } => self.on_agent_detach(tenant, agent, conn),
+            E::AgentStatus {
+                tenant,
+                agent,
+                status,
+            } => self.on_agent_status(tenant, agent, status),
             E::Enqueue { tenant, info } => self.on_enqueue(tenant, info),
             E::ConvClosed { tenant, conv } => self.on_conv_closed(tenant, conv),
             E::AssignRejected { tenant, conv } => self.on_assign_rejected(tenant, conv),
-            E::Transfer { tenant, conv, from, to, conn } => self.on_transfer(tenant, conv, from, to, conn),
-            e @ (E::ToConn { .. } | E::Deliver { .. } | E::WelcomeList { .. } | E::Snapshot { .. } | E::CloseConn { .. }) => {
-                self.on_conn_envelope(e)
-            }
+            E::Transfer {
+                tenant,
+                conv,
+                from,
+                to,
+                conn,
+            } => self.on_transfer(tenant, conv, from, to, conn),
+            e @ (E::ToConn { .. }
+            | E::Deliver { .. }
+            | E::WelcomeList { .. }
+            | E::Snapshot { .. }
+            | E::CloseConn { .. }) => self.on_conn_envelope(e),
             E::MetricsRequest { from, id } => {
                 let snapshot = Box::new(self.snapshot());
-                self.send(from, E::MetricsReply { id, shard: self.id, snapshot });
+                self.send(
+                    from,
+                    E::MetricsReply {
+                        id,
+                        shard: self.id,
+                        snapshot,
+                    },
+                );
             }
-            E::MetricsReply { id, shard, snapshot } => {
+            E::MetricsReply {
+                id,
+                shard,
+                snapshot,
+            } => {
                 if let Some(scrape) = self.scrapes.borrow_mut().get_mut(&id) {
                     scrape.snapshots[shard] = Some(*snapshot);
                     scrape.arrived.notify();
@@ -100,15 +196,22 @@ impl Shard {
         let id = self.next_scrape.get();
         self.next_scrape.set(id + 1);
         let arrived = Rc::new(Notify::new());
-        self.scrapes
-            .borrow_mut()
-            .insert(id, Scrape { snapshots: vec![None; self.count], arrived: arrived.clone() });
+        self.scrapes.borrow_mut().insert(
+            id,
+            Scrape {
+                snapshots: vec![None; self.count],
+                arrived: arrived.clone(),
+            },
+        );
         for shard in 0..self.count {
             self.send(shard, Envelope::MetricsRequest { from: self.id, id });
         }
         let deadline = std::time::Instant::now() + SCRAPE_TIMEOUT;
         loop {
-            let complete = self.scrapes.borrow()[&id].snapshots.iter().all(Option::is_some);
+            let complete = self.scrapes.borrow()[&id]
+                .snapshots
+                .iter()
+                .all(Option::is_some);
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if complete || left.is_zero() {
                 break;
@@ -116,7 +219,11 @@ impl Shard {
             let timer = glommio::timer::sleep(left);
             futures_lite::future::or(arrived.notified(), timer).await;
         }
-        let scrape = self.scrapes.borrow_mut().remove(&id).expect("inserted above");
+        let scrape = self
+            .scrapes
+            .borrow_mut()
+            .remove(&id)
+            .expect("inserted above");
         scrape.snapshots.into_iter().flatten().collect()
     }
 }

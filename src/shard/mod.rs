@@ -140,7 +140,10 @@ impl Shard {
 
     /// The shard's own `Rc`.
     pub fn rc(&self) -> Rc<Shard> {
-        self.this.borrow().upgrade().expect("set_self was called at start-up")
+        self.this
+            .borrow()
+            .upgrade()
+            .expect("set_self was called at start-up")
     }
 
     /// A fresh connection id (never reused in this process).
@@ -172,7 +175,13 @@ impl Shard {
 
     /// Sends frames to one connection, wherever it is.
     pub fn to_conn(&self, conn: ConnRef, frames: Vec<Bytes>) {
-        self.conn_bound(conn.shard, Envelope::ToConn { conn: conn.id, frames });
+        self.conn_bound(
+            conn.shard,
+            Envelope::ToConn {
+                conn: conn.id,
+                frames,
+            },
+        );
     }
 
     /// Sends one frame to one connection, wherever it is.
@@ -205,7 +214,13 @@ impl Shard {
         }
         for (shard, ids) in by_shard.into_iter().enumerate() {
             if !ids.is_empty() {
-                self.conn_bound(shard, Envelope::Deliver { conns: ids, frame: frame.clone() });
+                self.conn_bound(
+                    shard,
+                    Envelope::Deliver {
+                        conns: ids,
+                        frame: frame.clone(),
+                    },
+                );
             }
         }
     }

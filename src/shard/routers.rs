@@ -12,8 +12,10 @@ use std::time::Duration;
 use crate::ids::{ConnRef, ConvId, TenantId, UserId};
 use crate::metrics::add;
 use crate::model::now_ms;
-use crate::protocol::{server, ErrorCode};
-use crate::routing::{AgentProfile, AgentStatus, ConvInfo, RouterAction, TenantRouter, TransferError};
+use crate::protocol::server;
+use crate::routing::{
+    AgentProfile, AgentStatus, ConvInfo, RouterAction, TenantRouter, TransferError,
+};
 use crate::shard::envelope::Envelope;
 use crate::shard::Shard;
 
@@ -40,24 +42,69 @@ impl Shard {
     pub fn execute(&self, tenant: &TenantId, actions: Vec<RouterAction>) {
         for action in actions {
             match action {
-                RouterAction::Assign { conv, agent, conns, previous, waited_ms } => {
+                RouterAction::Assign {
+                    conv,
+                    agent,
+                    conns,
+                    previous,
+                    waited_ms,
+                } => {
                     add(&self.metrics.assignments, 1);
                     if previous.is_none() {
-                        self.metrics.queue_wait_seconds.observe(waited_ms as f64 / 1000.0);
+                        self.metrics
+                            .queue_wait_seconds
+                            .observe(waited_ms as f64 / 1000.0);
                     }
-                    self.to_conv(&conv, Envelope::Assign { tenant: tenant.clone(), conv: conv.clone(), agent, conns, previous });
+                    self.to_conv(
+                        &conv,
+                        Envelope::Assign {
+                            tenant: tenant.clone(),
+                            conv: conv.clone(),
+                            agent,
+                            conns,
+                            previous,
+                        },
+                    );
                 }
                 RouterAction::Requeue { conv, previous } => {
-                    self.to_conv(&conv, Envelope::Requeue { tenant: tenant.clone(), conv: conv.clone(), previous });
+                    self.to_conv(
+                        &conv,
+                        Envelope::Requeue {
+                            tenant: tenant.clone(),
+                            conv: conv.clone(),
+                            previous,
+                        },
+                    );
                 }
                 RouterAction::QueuePosition { conv, position } => {
-                    self.to_conv(&conv, Envelope::QueuePosition { tenant: tenant.clone(), conv: conv.clone(), position });
+                    self.to_conv(
+                        &conv,
+                        Envelope::QueuePosition {
+                            tenant: tenant.clone(),
+                            conv: conv.clone(),
+                            position,
+                        },
+                    );
                 }
                 RouterAction::Subscribe { conv, agent, conn } => {
-                    self.to_conv(&conv, Envelope::AgentSubscribe { tenant: tenant.clone(), conv: conv.clone(), agent, conn });
+                    self.to_conv(
+                        &conv,
+                        Envelope::AgentSubscribe {
+                            tenant: tenant.clone(),
+                            conv: conv.clone(),
+                            agent,
+                            conn,
+                        },
+                    );
                 }
                 RouterAction::AgentWelcome { conn, convs } => {
-                    self.conn_bound(conn.shard, Envelope::WelcomeList { conn: conn.id, convs });
+                    self.conn_bound(
+                        conn.shard,
+                        Envelope::WelcomeList {
+                            conn: conn.id,
+                            convs,
+                        },
+                    );
                 }
                 RouterAction::StatusEcho { conns, status } => {
                     let frame = server::status(match status {
@@ -79,7 +126,9 @@ impl Shard {
 
     /// An agent connection said hello.
     pub fn on_agent_attach(&self, tenant: TenantId, profile: AgentProfile, conn: ConnRef) {
-        let actions = self.router(&tenant).agent_connected(profile, conn, now_ms());
+        let actions = self
+            .router(&tenant)
+            .agent_connected(profile, conn, now_ms());
         self.execute(&tenant, actions);
     }
 
@@ -91,7 +140,14 @@ impl Shard {
             (convs, router.agent_disconnected(&agent, conn, now_ms()))
         };
         for conv in convs {
-            self.to_conv(&conv, Envelope::AgentUnsubscribe { tenant: tenant.clone(), conv: conv.clone(), conn });
+            self.to_conv(
+                &conv,
+                Envelope::AgentUnsubscribe {
+                    tenant: tenant.clone(),
+                    conv: conv.clone(),
+                    conn,
+                },
+            );
         }
         self.execute(&tenant, actions);
     }
@@ -121,8 +177,17 @@ impl Shard {
     }
 
     /// A transfer, already checked by the conversation's shard.
-    pub fn on_transfer(&self, tenant: TenantId, conv: ConvId, from: UserId, to: Option<UserId>, conn: ConnRef) {
-        let result = self.router(&tenant).transfer(&conv, &from, to.as_ref(), now_ms());
+    pub fn on_transfer(
+        &self,
+        tenant: TenantId,
+        conv: ConvId,
+        from: UserId,
+        to: Option<UserId>,
+        conn: ConnRef,
+    ) {
+        let result = self
+            .router(&tenant)
+            .transfer(&conv, &from, to.as_ref(), now_ms());
         match result {
             Ok(actions) => self.execute(&tenant, actions),
             Err(e) => {
