@@ -253,7 +253,7 @@ impl Shard {
                 Ok((hits, metas)) => {
                     for ((submit, key), hit) in batch.into_iter().zip(hits) {
                         match hit {
-                            Some(hit) => self.answer_stored(submit, key, hit),
+                            Some(hit) => self.answer_stored(&submit, key, hit),
                             None => self.accept_message(submit, key, &metas),
                         }
                     }
@@ -274,7 +274,7 @@ impl Shard {
     }
 
     /// The id was already stored: answer with the original ack.
-    fn answer_stored(&self, submit: Box<Submit>, key: DedupeKey, hit: DedupeHit) {
+    fn answer_stored(&self, submit: &Submit, key: DedupeKey, hit: DedupeHit) {
         let waiters = self
             .convs
             .borrow_mut()
