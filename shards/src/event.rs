@@ -42,6 +42,11 @@ impl Event {
         }
     }
 
+    /// For hand-written futures: wakes `cx`'s task at the next `fire`.
+    pub fn register(&self, cx: &Context<'_>) {
+        self.waiters.borrow_mut().push(cx.waker().clone());
+    }
+
     /// How many tasks are waiting.
     pub fn waiters(&self) -> usize {
         self.waiters.borrow().len()

@@ -88,8 +88,14 @@ fn with_tenant(toml: &str) -> String {
 fn defaults_without_any_source() {
     let s = Scratch::new();
     let settings = s.load(&[], &[]).unwrap();
-    assert_eq!(settings.listen, "127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap());
-    assert_eq!(settings.admin_listen, "127.0.0.1:9090".parse::<std::net::SocketAddr>().unwrap());
+    assert_eq!(
+        settings.listen,
+        "127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        settings.admin_listen,
+        "127.0.0.1:9090".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(settings.shards, values::default_shards());
     assert_eq!(settings.cpus, None);
     assert_eq!(settings.data_dir, s.data());
@@ -152,8 +158,14 @@ fn every_flag_is_read() {
             &[],
         )
         .unwrap();
-    assert_eq!(settings.listen, "0.0.0.0:80".parse::<std::net::SocketAddr>().unwrap());
-    assert_eq!(settings.admin_listen, "127.0.0.1:81".parse::<std::net::SocketAddr>().unwrap());
+    assert_eq!(
+        settings.listen,
+        "0.0.0.0:80".parse::<std::net::SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        settings.admin_listen,
+        "127.0.0.1:81".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(settings.shards, 1);
     assert_eq!(settings.agent_grace, Duration::from_secs(120));
     assert_eq!(settings.log_format, LogFormat::Json);
@@ -197,8 +209,14 @@ cache_bytes = "64MiB"
 "#,
         ))
         .unwrap();
-    assert_eq!(settings.listen, "0.0.0.0:80".parse::<std::net::SocketAddr>().unwrap());
-    assert_eq!(settings.admin_listen, "127.0.0.1:81".parse::<std::net::SocketAddr>().unwrap());
+    assert_eq!(
+        settings.listen,
+        "0.0.0.0:80".parse::<std::net::SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        settings.admin_listen,
+        "127.0.0.1:81".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(settings.shards, 1);
     // The flag the test harness passes wins over the file's data_dir.
     assert_eq!(settings.data_dir, s.data());

@@ -125,7 +125,8 @@ impl Driver {
         let result = self.decoder.feed(bytes, &mut |event| match event {
             Event::Text(text) => {
                 if matches!(&*conn.state.borrow(), SessionState::Closing) || conn.close_request.get().is_some() {
-                    return Flow::Stop;
+                    // Closing: what the peer still sends is read and dropped.
+                    return Flow::Continue;
                 }
                 if catch_unwind(AssertUnwindSafe(|| shard.on_text(conn, text))).is_err() {
                     add(&shard.metrics.panics, 1);
@@ -163,6 +164,12 @@ impl Driver {
     fn poll_reads(&mut self, cx: &mut Context<'_>) -> bool {
         for _ in 0..READ_BUDGET {
             if self.peer_gone || self.peer_close.is_some() {
+                return false;
+            }
+            if self.shard.overloaded() && self.conn.close_request.get().is_none() {
+                // Backpressure: leave the bytes in the kernel (and the
+                // client's TCP window) until the shard catches up.
+                self.shard.wait_for_capacity(cx);
                 return false;
             }
             let shard = self.shard.clone();
@@ -278,6 +285,11 @@ impl Future for Driver {
                 return Poll::Ready(());
             }
             // Timers.
+            if this.hello_timer.is_some()
+                && matches!(&*this.conn.state.borrow(), SessionState::Active(_))
+            {
+                this.hello_timer = None;
+            }
             if let Some(timer) = this.hello_timer.as_mut() {
                 if Pin::new(timer).poll(cx).is_ready() {
                     this.hello_timer = None;

@@ -38,6 +38,13 @@ use crate::tenants::Tenants;
 
 use envelope::Envelope;
 
+/// Messages waiting in a shard's outboxes beyond which its connections
+/// stop reading (a peer shard is not keeping up).
+pub const MAX_MESH_BACKLOG: usize = 32 * 1024;
+/// Entries accepted and not yet durable beyond which a shard's connections
+/// stop reading (the disk is not keeping up).
+pub const MAX_APPEND_PENDING: usize = 64 * 1024;
+
 /// Read buffer shared by every connection of a shard: sockets are read
 /// into it only while a read is ready, so idle connections hold none.
 pub const SCRATCH_BYTES: usize = 64 * 1024;
@@ -223,6 +230,20 @@ impl Shard {
                 );
             }
         }
+    }
+
+    /// Is this shard behind (outboxes or pending entries over their bounds)?
+    /// Then connections stop reading until it catches up: the bounds on
+    /// memory come from reading less, never from dropping what was read.
+    pub fn overloaded(&self) -> bool {
+        self.mesh.backlog() > MAX_MESH_BACKLOG
+            || self.appender.pending_entries() > MAX_APPEND_PENDING
+    }
+
+    /// Wakes `cx`'s task when the shard may have caught up.
+    pub fn wait_for_capacity(&self, cx: &std::task::Context<'_>) {
+        self.mesh.drained().register(cx);
+        self.appender.committed.register(cx);
     }
 
     /// Is the shard draining?
