@@ -41,6 +41,21 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a signed token for a tenant's agent or visitor.
     Token(TokenArgs),
+    /// Check the configuration (flags, `KEFU_*` environment, file) and print
+    /// the effective settings as TOML, secrets redacted. Exits 2 if invalid.
+    CheckConfig(CheckConfigArgs),
+}
+
+/// Arguments of `kefu check-config`: the file, and any `serve` flags.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct CheckConfigArgs {
+    /// The config file to check (as `serve --config`; overrides `--config`).
+    #[arg(value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+
+    /// The flags `serve` would be given, which take precedence over the file.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of `kefu token`: the claims of the token, and where to find the
@@ -285,6 +300,22 @@ pub(crate) fn run_with(
             match serve(settings) {
                 Ok(()) => 0,
                 Err(e) => fail(&*e, 1),
+            }
+        }
+        Command::CheckConfig(args) => {
+            let mut serve = args.serve.clone();
+            if args.file.is_some() {
+                serve.config = args.file.clone();
+            }
+            init_tracing(config::peek_log_format(&serve, env), env);
+            match config::load_with_env(&serve, env) {
+                Ok(settings) => match write!(out, "{}", settings.to_toml_redacted())
+                    .and_then(|()| out.flush())
+                {
+                    Ok(()) => 0,
+                    Err(e) => fail(&e, 1),
+                },
+                Err(e) => fail(&e, e.exit_code()),
             }
         }
         Command::Token(args) => {

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub agent_grace: Option<Duration>,
 
+    /// Longest a shutdown (SIGTERM) may take before the process exits anyway [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+
     /// Log output on stderr: text or json [default: text]
     #[arg(long, value_name = "text|json")]
     pub log_format: Option<LogFormat>,

@@ -23,6 +23,8 @@ pub(crate) struct FileConfig {
     pub data_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub agent_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub drain_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub limits: FileLimits,

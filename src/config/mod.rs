@@ -25,6 +25,7 @@
 mod args;
 mod demo;
 mod file;
+mod render;
 mod settings;
 mod validate;
 mod values;
@@ -65,6 +66,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./kefu-data";
 
+/// Default drain bound (see [`Settings::drain_timeout`]).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default agent grace period (see [`Settings::agent_grace`]).
 pub const DEFAULT_AGENT_GRACE: Duration = Duration::from_secs(30);
 
@@ -77,6 +80,7 @@ pub const ENV_FLAGS: &[&str] = &[
     "data-dir",
     "config",
     "agent-grace",
+    "drain-timeout",
     "log-format",
     "max-message-bytes",
     "max-text-bytes",
@@ -367,6 +371,15 @@ pub fn load_with_env(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Settings, C
             duration,
         )?
         .unwrap_or(DEFAULT_AGENT_GRACE);
+    let drain_timeout = l
+        .pick(
+            "drain_timeout",
+            "drain-timeout",
+            args.drain_timeout,
+            file.drain_timeout,
+            duration,
+        )?
+        .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
     let log_format = l
         .pick(
             "log_format",
@@ -479,6 +492,7 @@ pub fn load_with_env(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Settings, C
         cpus: cpus.map(CpuList::into_vec),
         data_dir,
         agent_grace,
+        drain_timeout,
         limits,
         store,
         tenants: Arc::new(Tenants::new(tenants)),
@@ -487,6 +501,14 @@ pub fn load_with_env(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Settings, C
     };
     validate::check(&settings, &layers.origins, false)?;
     Ok(settings)
+}
+
+/// Reads the tenants of a config file again (for SIGHUP). The file must
+/// parse and its tenants must validate; other settings in it are not
+/// reloaded (they need a restart), and are not checked here beyond parsing.
+pub fn reload_tenants(path: &Path) -> Result<Tenants, ConfigError> {
+    let file = file::read(path)?;
+    Ok(Tenants::new(file_tenants(path, file.tenants)?))
 }
 
 /// The log format, from the flag, the environment or the config file,

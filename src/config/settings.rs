@@ -32,6 +32,12 @@ pub struct Settings {
     /// connection drops. Default 30 s: long enough for a page reload or a
     /// network blip, short enough that a shopper is not left waiting.
     pub agent_grace: Duration,
+    /// Longest a shutdown may take: connections are closed with 1001 in
+    /// waves over the first third of it (so reconnects spread out), the
+    /// commits in flight finish, and the process exits at the latest when
+    /// it runs out. Default 30 s, within systemd's default stop timeout
+    /// (90 s) with room to spare.
+    pub drain_timeout: Duration,
     /// Protocol and abuse limits.
     pub limits: Limits,
     /// Storage tuning.

@@ -42,6 +42,9 @@ pub(crate) fn check(s: &Settings, origins: &Origins, tenants: bool) -> Result<()
     if s.shards == 0 {
         return Err(invalid("shards", "must be at least 1".into()));
     }
+    if s.drain_timeout.is_zero() {
+        return Err(invalid("drain_timeout", "must be more than 0".into()));
+    }
     let allowed = allowed_cpus();
     match &s.cpus {
         Some(cpus) => {

@@ -1,4 +1,4 @@
-//! The admin listener (shard 0): `/metrics`, `/health`.
+//! The admin listener (shard 0): `/metrics`, `/health`, `/ready`.
 //!
 //! Apart from the chat port so that operators can firewall it separately.
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::connection::{read_some, write_all};
-use super::http::{health_response, not_found};
+use super::http::{health_response, not_found, ready_response};
 use crate::shard::Shard;
 use crate::websocket;
 
@@ -67,6 +67,7 @@ async fn handle(shard: Rc<Shard>, mut stream: TcpStream) {
             )
         }
         ("GET", "/health") => health_response(&shard),
+        ("GET", "/ready") => ready_response(&shard),
         _ => not_found(),
     };
     let _ = write_all(&mut stream, &response).await;

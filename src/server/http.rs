@@ -100,6 +100,10 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
             let _ = write_all(stream, &health_response(shard)).await;
             None
         }
+        ("GET", "/ready") => {
+            let _ = write_all(stream, &ready_response(shard)).await;
+            None
+        }
         _ => {
             let _ = write_all(stream, &not_found()).await;
             None
@@ -111,6 +115,32 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
 pub fn health_response(shard: &Shard) -> Vec<u8> {
     if shard.ready.load(std::sync::atomic::Ordering::Acquire) {
         websocket::response(200, "OK", "application/json", br#"{"status":"ok"}"#, &[])
+    } else {
+        websocket::response(
+            503,
+            "Service Unavailable",
+            "application/json",
+            br#"{"status":"starting"}"#,
+            &[],
+        )
+    }
+}
+
+/// `/ready`: 200 once every shard is up and recovery has finished, 503
+/// before that and while draining (load balancers stop sending new
+/// connections; those open are closed in waves).
+pub fn ready_response(shard: &Shard) -> Vec<u8> {
+    use std::sync::atomic::Ordering;
+    if shard.draining.load(Ordering::Acquire) {
+        websocket::response(
+            503,
+            "Service Unavailable",
+            "application/json",
+            br#"{"status":"draining"}"#,
+            &[],
+        )
+    } else if shard.ready.load(Ordering::Acquire) {
+        websocket::response(200, "OK", "application/json", br#"{"status":"ready"}"#, &[])
     } else {
         websocket::response(
             503,

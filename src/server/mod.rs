@@ -13,12 +13,20 @@
 //! When every shard accepts, the process prints one line on stdout,
 //! `kefu ready listen=ADDR admin=ADDR shards=N`, and `/health` turns 200.
 //!
-//! Shutdown (SIGTERM or SIGINT): each shard stops accepting, asks every
-//! connection to close with 1001 (a client reconnects elsewhere or later),
-//! waits for the group commits in flight and queued, and returns; the
-//! whole drain is bounded by [`DRAIN_TIMEOUT`], after which the shard
-//! returns anyway. Nothing acknowledged can be lost by cutting a drain
-//! short: an ack is only ever sent after its entry is on disk.
+//! Signals go to one control thread, which tells each shard through its
+//! control socket (a byte per command), so no shard ever blocks on them:
+//!
+//! - **SIGTERM or SIGINT** starts a drain. `/ready` turns 503, each shard
+//!   stops accepting and asks its connections to close with 1001 in waves
+//!   over the first third of `--drain-timeout` (so a fleet's reconnects
+//!   spread out), waits for the group commits in flight and queued, and
+//!   returns; at `--drain-timeout` it returns anyway. Cutting a drain short
+//!   cannot lose anything acknowledged: an ack is only ever sent after its
+//!   entry is on disk.
+//! - **SIGHUP** reloads the tenants from the config file: a new tenant is
+//!   accepted at once, a rotated secret is used for new tokens (connections
+//!   already open stay), and a removed tenant's connections are closed with
+//!   4401. A file that does not load is logged and changes nothing.
 
 pub mod admin;
 pub mod connection;
@@ -46,8 +54,12 @@ use crate::store::{SledStore, Store};
 
 pub use recovery::ShardBoot;
 
-/// How long a drain may take before the shard stops anyway.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections are asked to close in this many waves during a drain.
+pub const DRAIN_WAVES: u32 = 10;
+/// Control byte: drain and exit.
+const CONTROL_DRAIN: u8 = b'T';
+/// Control byte: take the reloaded tenants.
+const CONTROL_RELOAD: u8 = b'H';
 /// Slots in each cross-shard ring (each slot carries a batch of envelopes).
 pub const RING_SLOTS: usize = 1024;
 
@@ -89,9 +101,11 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         settings: settings.clone(),
         store: store.clone(),
         ready: ready_flag.clone(),
+        draining: Arc::new(AtomicBool::new(false)),
+        reloaded: Arc::new(Mutex::new(settings.tenants.clone())),
     };
 
-    let signal_fds = signal_sockets(settings.shards)?;
+    let signal_fds = control_thread(&settings, shared.reloaded.clone())?;
     let boots = Arc::new(Mutex::new(boots.into_iter().map(Some).collect::<Vec<_>>()));
     let signal_fds = Arc::new(Mutex::new(
         signal_fds.into_iter().map(Some).collect::<Vec<_>>(),
@@ -195,26 +209,45 @@ async fn shard_main(
     let accepting = glommio::spawn_local(listener::accept_loop(shard.clone(), main)).detach();
     let _ = ready.send(Ready { admin });
 
-    // Wait for SIGTERM/SIGINT (a byte on this shard's signal socket).
+    // Commands from the control thread, a byte each on this shard's socket.
     // SAFETY: the fd is a connected Unix stream socket we own.
-    let mut signal = unsafe { glommio::net::UnixStream::from_raw_fd(signal.into_raw_fd()) };
+    let mut control = unsafe { glommio::net::UnixStream::from_raw_fd(signal.into_raw_fd()) };
     let mut byte = [0u8; 1];
-    let _ = signal.read(&mut byte).await;
+    loop {
+        match control.read(&mut byte).await {
+            Ok(1) if byte[0] == CONTROL_RELOAD => {
+                let tenants = shared
+                    .reloaded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                shard.reload_tenants(tenants);
+            }
+            _ => break,
+        }
+    }
     tracing::info!(shard = ctx.id, "draining");
-    drain(&shard).await;
+    drain(&shard, shared.settings.drain_timeout).await;
     drop(accepting);
     Ok(())
 }
 
-/// Stops accepting, closes connections with 1001, finishes writing.
-async fn drain(shard: &Rc<Shard>) {
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
+/// Stops accepting, closes connections with 1001 in waves, finishes writing.
+async fn drain(shard: &Rc<Shard>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
     shard.phase.set(Phase::Draining);
-    shard.ready.store(false, Ordering::Release);
+    shard.draining.store(true, Ordering::Release);
     shard.phase_changed.fire();
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
-    for conn in conns {
-        conn.request_close(close::GOING_AWAY, "gateway shutting down");
+    let per_wave = conns.len().div_ceil(DRAIN_WAVES as usize).max(1);
+    let pause = (timeout / 3) / DRAIN_WAVES;
+    for (i, wave) in conns.chunks(per_wave).enumerate() {
+        if i > 0 {
+            glommio::timer::sleep(pause).await;
+        }
+        for conn in wave {
+            conn.request_close(close::GOING_AWAY, "gateway shutting down");
+        }
     }
     while Instant::now() < deadline
         && (!shard.conns.borrow().is_empty() || !shard.appender.is_idle())
@@ -233,17 +266,48 @@ async fn drain(shard: &Rc<Shard>) {
     }
 }
 
-/// One socket pair per shard; SIGTERM and SIGINT write a byte to each.
-fn signal_sockets(shards: usize) -> Result<Vec<OwnedFd>, Box<dyn Error>> {
-    let mut readers = Vec::with_capacity(shards);
-    for _ in 0..shards {
+/// Starts the thread that turns signals into shard commands; returns each
+/// shard's end of its control socket.
+fn control_thread(
+    settings: &Settings,
+    reloaded: Arc<Mutex<Arc<crate::tenants::Tenants>>>,
+) -> Result<Vec<OwnedFd>, Box<dyn Error>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::io::Write;
+    let mut readers = Vec::with_capacity(settings.shards);
+    let mut writers = Vec::with_capacity(settings.shards);
+    for _ in 0..settings.shards {
         let (reader, writer) = std::os::unix::net::UnixStream::pair()?;
-        writer.set_nonblocking(true)?;
-        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            signal_hook::low_level::pipe::register(signal, writer.try_clone()?)?;
-        }
         readers.push(OwnedFd::from(reader));
+        writers.push(writer);
     }
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let config_file = settings.config_file.clone();
+    std::thread::Builder::new().name("kefu-signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            let command = match (signal, &config_file) {
+                (SIGHUP, None) => {
+                    tracing::info!("SIGHUP: no config file to reload (demo tenant)");
+                    continue;
+                }
+                (SIGHUP, Some(path)) => match crate::config::reload_tenants(path) {
+                    Ok(tenants) => {
+                        tracing::info!(tenants = tenants.len(), file = %path.display(), "SIGHUP: tenants reloaded");
+                        *reloaded.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(tenants);
+                        CONTROL_RELOAD
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: the config file does not load; nothing changed");
+                        continue;
+                    }
+                },
+                _ => CONTROL_DRAIN,
+            };
+            for writer in &mut writers {
+                let _ = writer.write_all(&[command]);
+            }
+        }
+    })?;
     Ok(readers)
 }
 

@@ -58,6 +58,10 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Set once every shard accepts connections (`/health`).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when a drain starts (`/ready` turns 503).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The newest tenants read by a reload (SIGHUP), for shards to take.
+    pub reloaded: Arc<std::sync::Mutex<Arc<Tenants>>>,
 }
 
 /// Where a shard is in its life.
@@ -109,6 +113,8 @@ pub struct Shard {
     pub next_scrape: Cell<u64>,
     /// Ready flag shared by all shards (`/health`).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Drain flag shared by all shards (`/ready`).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// This shard's own `Rc`, for spawning tasks from `&self` methods.
     this: RefCell<std::rc::Weak<Shard>>,
 }
@@ -136,6 +142,7 @@ impl Shard {
             scrapes: RefCell::new(HashMap::new()),
             next_scrape: Cell::new(1),
             ready: shared.ready.clone(),
+            draining: shared.draining.clone(),
             this: RefCell::new(std::rc::Weak::new()),
         }
     }
@@ -244,6 +251,31 @@ impl Shard {
     pub fn wait_for_capacity(&self, cx: &std::task::Context<'_>) {
         self.mesh.drained().register(cx);
         self.appender.committed.register(cx);
+    }
+
+    /// Takes reloaded tenants: new ones are accepted from now on, rotated
+    /// secrets apply to new tokens, and connections of removed tenants close.
+    pub fn reload_tenants(&self, tenants: Arc<Tenants>) {
+        let gone: Vec<Rc<crate::session::Conn>> = self
+            .conns
+            .borrow()
+            .values()
+            .filter(|c| {
+                c.who()
+                    .is_some_and(|(tenant, _)| tenants.get(tenant.id.as_str()).is_none())
+            })
+            .cloned()
+            .collect();
+        for conn in &gone {
+            conn.request_close(crate::protocol::close::UNAUTHORIZED, "tenant removed");
+        }
+        tracing::info!(
+            shard = self.id,
+            tenants = tenants.len(),
+            closed = gone.len(),
+            "tenants reloaded"
+        );
+        *self.tenants.borrow_mut() = tenants;
     }
 
     /// Is the shard draining?
