@@ -179,10 +179,23 @@ pub struct ShardMetrics {
     pub slow_consumers: Cell<u64>,
     /// Panics caught while handling a connection.
     pub panics: Cell<u64>,
-    /// Queue wait of assigned conversations, for the tenants this shard routes.
-    pub queue_wait_seconds: Histogram,
-    /// Assignments made by the routers on this shard.
+}
+
+/// Routing counters of one tenant, kept by the shard that routes it.
+pub struct TenantMetrics {
+    /// Conversations assigned by routing (transfers excluded).
     pub assignments: Cell<u64>,
+    /// How long those conversations waited in the queue.
+    pub queue_wait_seconds: Histogram,
+}
+
+impl Default for TenantMetrics {
+    fn default() -> Self {
+        TenantMetrics {
+            assignments: Cell::new(0),
+            queue_wait_seconds: Histogram::new(WAIT_SECONDS),
+        }
+    }
 }
 
 impl Default for ShardMetrics {
@@ -205,8 +218,6 @@ impl Default for ShardMetrics {
             commit_seconds: Histogram::new(FLUSH_SECONDS),
             slow_consumers: zero(),
             panics: zero(),
-            queue_wait_seconds: Histogram::new(WAIT_SECONDS),
-            assignments: zero(),
         }
     }
 }
@@ -248,6 +259,10 @@ pub struct TenantSnapshot {
     pub agents_in_grace: u64,
     /// Open assigned conversations.
     pub assigned: u64,
+    /// See [`TenantMetrics::assignments`].
+    pub assignments: u64,
+    /// See [`TenantMetrics::queue_wait_seconds`].
+    pub queue_wait_seconds: HistogramSnapshot,
 }
 
 /// Everything a shard reports to a scrape.
@@ -287,10 +302,6 @@ pub struct ShardSnapshot {
     pub slow_consumers: u64,
     /// See [`ShardMetrics::panics`].
     pub panics: u64,
-    /// See [`ShardMetrics::queue_wait_seconds`].
-    pub queue_wait_seconds: HistogramSnapshot,
-    /// See [`ShardMetrics::assignments`].
-    pub assignments: u64,
     /// Messages sent over the mesh.
     pub mesh_sent: u64,
     /// Batches moved into mesh rings.
@@ -331,8 +342,6 @@ impl ShardMetrics {
             commit_seconds: self.commit_seconds.snapshot(),
             slow_consumers: self.slow_consumers.get(),
             panics: self.panics.get(),
-            queue_wait_seconds: self.queue_wait_seconds.snapshot(),
-            assignments: self.assignments.get(),
             ..ShardSnapshot::default()
         }
     }

@@ -279,22 +279,19 @@ impl Collector for Snapshots {
             MetricType::Gauge,
             |m| tenants().try_for_each(|t| gauge(m, &tenant_label(t), t.assigned as i64)),
         )?;
-        per_shard_counter(
+        family(
             &mut e,
             "kefu_assignments",
-            "Assignments made by routers.",
-            |s| s.assignments,
+            "Conversations assigned by routing.",
+            MetricType::Counter,
+            |m| tenants().try_for_each(|t| counter(m, &tenant_label(t), t.assignments)),
         )?;
         family(
             &mut e,
             "kefu_queue_wait_seconds",
-            "Time assigned conversations waited.",
+            "Time conversations waited in the queue before their assignment.",
             MetricType::Histogram,
-            |m| {
-                shards
-                    .iter()
-                    .try_for_each(|s| histogram(m, &shard_label(s), &s.queue_wait_seconds))
-            },
+            |m| tenants().try_for_each(|t| histogram(m, &tenant_label(t), &t.queue_wait_seconds)),
         )?;
 
         let (rss, fds) = process_numbers();

@@ -170,13 +170,20 @@ impl Shard {
         s.mesh_backlog = self.mesh.backlog() as u64;
         s.conversations = self.convs.borrow().convs.len() as u64;
         s.append_pending = self.appender.pending_entries() as u64;
+        let tenant_metrics = self.tenant_metrics.borrow();
         s.tenants = self
             .routers
             .borrow()
             .iter()
             .map(|(tenant, router)| {
                 let r = router.stats();
+                let m = tenant_metrics.get(tenant);
                 TenantSnapshot {
+                    assignments: m.map_or(0, |m| m.assignments.get()),
+                    queue_wait_seconds: m.map_or_else(
+                        || crate::metrics::Histogram::new(crate::metrics::WAIT_SECONDS).snapshot(),
+                        |m| m.queue_wait_seconds.snapshot(),
+                    ),
                     tenant: tenant.to_string(),
                     queue_len: r.queued as u64,
                     agents_online: r.agents_online as u64,

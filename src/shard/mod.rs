@@ -99,6 +99,8 @@ pub struct Shard {
     pub appender: Appender,
     /// Routers of the tenants placed here.
     pub routers: RefCell<HashMap<TenantId, TenantRouter>>,
+    /// Routing counters of the tenants placed here.
+    pub tenant_metrics: RefCell<HashMap<TenantId, crate::metrics::TenantMetrics>>,
     /// Socket read buffer, see [`SCRATCH_BYTES`].
     pub scratch: RefCell<Vec<u8>>,
     /// Buffers for partial frames and handshakes.
@@ -135,6 +137,7 @@ impl Shard {
             convs: RefCell::new(Conversations::default()),
             appender: Appender::default(),
             routers: RefCell::new(HashMap::new()),
+            tenant_metrics: RefCell::new(HashMap::new()),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
             pool: BufferPool::new(4096, 64 * 1024, 256),
             phase: Cell::new(Phase::Serving),

@@ -49,11 +49,11 @@ impl Shard {
                     previous,
                     waited_ms,
                 } => {
-                    add(&self.metrics.assignments, 1);
                     if previous.is_none() {
-                        self.metrics
-                            .queue_wait_seconds
-                            .observe(waited_ms as f64 / 1000.0);
+                        let mut metrics = self.tenant_metrics.borrow_mut();
+                        let m = metrics.entry(tenant.clone()).or_default();
+                        add(&m.assignments, 1);
+                        m.queue_wait_seconds.observe(waited_ms as f64 / 1000.0);
                     }
                     self.to_conv(
                         &conv,
