@@ -1,6 +1,10 @@
 //! PROTOCOL.md, "Ephemeral signals" and "Agent commands": `typing`,
 //! `read`, `queue` positions, `status`, `transfer`, and what an agent's
 //! welcome lists. Simple cases only; routing order is tested elsewhere.
+//!
+//! Every test starts its own gateway. Most run one shard; the ones started
+//! with `Options::shards(2)` also cross shards (connections, conversations
+//! and the tenant's router may then live on different shards).
 
 mod common;
 
@@ -117,7 +121,7 @@ fn queued_visitors_get_their_position() {
 
 #[test]
 fn status_is_echoed_and_away_agents_get_no_new_conversation() {
-    let gw = Gateway::start(Options::default());
+    let gw = Gateway::start(Options::shards(2));
     let token = gw.agent_token("alice", &[]);
     let (mut desk, _) = gw.login(&token);
     let (mut phone, _) = gw.login(&token);
@@ -173,7 +177,7 @@ fn status_is_echoed_and_away_agents_get_no_new_conversation() {
 
 #[test]
 fn transfer_to_another_agent_and_back_to_the_queue() {
-    let gw = Gateway::start(Options::default());
+    let gw = Gateway::start(Options::shards(2));
     // Only Alice has the skill this visitor needs, so routing can only
     // choose her; a transfer names its target explicitly.
     let (mut alice, _) =
@@ -279,7 +283,7 @@ fn transfer_to_an_unknown_agent_is_not_found() {
 
 #[test]
 fn agent_welcome_lists_every_assigned_conversation() {
-    let gw = Gateway::start(Options::default());
+    let gw = Gateway::start(Options::shards(2));
     let token = gw.agent_token("alice", &["--name", "Alice"]);
     let (mut alice, _) = gw.login(&token);
     let (mut ann, _) = gw.login(&gw.visitor_token("ann", &[]));

@@ -1,6 +1,10 @@
 //! PROTOCOL.md, "Receipts, sync, history": `recv` cursors, `sync` and
 //! `synced`, `history` pages (before, limit, ref, more; default 50, cap
 //! 100; oldest first), from memory and from the store.
+//!
+//! Every test starts its own gateway. Most run one shard; the ones started
+//! with `Options::shards(2)` also cross shards (connections, conversations
+//! and the tenant's router may then live on different shards).
 
 mod common;
 
@@ -264,7 +268,7 @@ fn history_of_a_short_conversation_and_for_the_agent() {
 
 #[test]
 fn recv_cursor_is_cumulative_and_never_moves_back() {
-    let gw = Gateway::start(Options::default());
+    let gw = Gateway::start(Options::shards(2));
     let token = gw.visitor_token("ann", &[]);
     let (mut visitor, _) = gw.login(&token);
     let conv = visitor.say("m-1", None, "hi")["conv"]
@@ -311,7 +315,7 @@ fn recv_cursor_is_cumulative_and_never_moves_back() {
 #[test]
 fn long_logs_are_replayed_whole_on_welcome_and_to_a_newly_assigned_agent() {
     // More entries than the in-memory tail holds: the replays read the store.
-    let gw = Gateway::start(Options::default().arg("--msg-rate-limit").arg("0"));
+    let gw = Gateway::start(Options::shards(2).arg("--msg-rate-limit").arg("0"));
     let (visitor, conv, log) = long_conversation(&gw, 60);
     visitor.close();
     let token = gw.visitor_token("ann", &["--name", "Ann"]);

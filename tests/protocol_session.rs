@@ -2,6 +2,10 @@
 //! welcome for both roles, anonymous visitors, replay past the receipt
 //! cursor on reconnection, every way a hello is refused, the WebSocket
 //! close codes, and the plain HTTP answers of the main listener.
+//!
+//! Every test starts its own gateway. Most run one shard; the ones started
+//! with `Options::shards(2)` also cross shards (connections, conversations
+//! and the tenant's router may then live on different shards).
 
 mod common;
 
@@ -123,7 +127,7 @@ fn hello_with_a_token_of_a_configured_tenant() {
 
 #[test]
 fn anonymous_visitor_gets_a_token_that_keeps_its_id_and_conversation() {
-    let gw = Gateway::start(Options::default());
+    let gw = Gateway::start(Options::shards(2));
     let (mut first, welcome) = gw.anonymous("demo");
     let id = welcome["id"].as_str().expect("an id").to_string();
     let token = welcome["token"].as_str().expect("a token").to_string();
@@ -197,7 +201,7 @@ fn anonymous_visitor_gets_a_token_that_keeps_its_id_and_conversation() {
 
 #[test]
 fn reconnection_replays_only_entries_past_the_receipt_cursor() {
-    let gw = Gateway::start(Options::default());
+    let gw = Gateway::start(Options::shards(2));
     let visitor_token = gw.visitor_token("ann", &["--name", "Ann"]);
     let (mut visitor, _) = gw.login(&visitor_token);
     let conv = visitor.say("m-1", None, "hello")["conv"]
@@ -534,6 +538,60 @@ fn reserved_opcode_and_reserved_bits_close_1002() {
         raw.send_raw(first, b"{}", true);
         assert_eq!(raw.expect_close(), 1002, "{why}");
     }
+}
+
+#[test]
+fn fragmented_messages_are_reassembled_and_their_total_size_counts() {
+    let gw = Gateway::start(
+        Options::default()
+            .arg("--max-message-bytes")
+            .arg("1024")
+            .arg("--max-text-bytes")
+            .arg("512"),
+    );
+    let mut raw = RawWs::connect(gw.addr);
+    // A hello in two fragments.
+    raw.send_raw(wire::op::TEXT, br#"{"type":"hello","#, true);
+    raw.send_raw(0x80 | wire::op::CONT, br#""tenant":"demo"}"#, true);
+    assert_eq!(raw.recv()["type"], "welcome");
+    // A message in three fragments, a ping between them, and a UTF-8
+    // character cut between two fragments.
+    let text = json!({"type": "msg", "id": "m-1", "text": "caf\u{e9} \u{1F600}"}).to_string();
+    let bytes = text.as_bytes();
+    let cut = text.find('\u{e9}').unwrap() + 1;
+    raw.send_raw(wire::op::TEXT, &bytes[..cut], true);
+    raw.send_frame(wire::op::PING, b"p");
+    raw.send_raw(wire::op::CONT, &bytes[cut..cut + 3], true);
+    raw.send_raw(0x80 | wire::op::CONT, &bytes[cut + 3..], true);
+    let pong = raw.read_frame();
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (wire::op::PONG, &b"p"[..])
+    );
+    let ack = raw.recv();
+    assert_eq!(
+        (ack["type"].clone(), ack["seq"].clone()),
+        (json!("ack"), json!(1))
+    );
+    raw.send(json!({"type": "sync", "conv": ack["conv"], "after": 0}));
+    let first = loop {
+        let v = raw.recv();
+        if v["seq"] == 1 {
+            break v;
+        }
+    };
+    assert_eq!(first["text"], "caf\u{e9} \u{1F600}");
+    // Fragments each under the limit, together over it: 1009.
+    let chunk = vec![b' '; 600];
+    raw.send_raw(wire::op::TEXT, &chunk, true);
+    raw.send_raw(0x80 | wire::op::CONT, &chunk, true);
+    let (code, _) = loop {
+        let f = raw.read_frame();
+        if f.opcode == wire::op::CLOSE {
+            break (f.close_code(), f);
+        }
+    };
+    assert_eq!(code, 1009);
 }
 
 #[test]
