@@ -120,6 +120,37 @@ fn queued_visitors_get_their_position() {
 }
 
 #[test]
+fn a_queued_visitor_that_reconnects_gets_its_position() {
+    // PROTOCOL.md: `queue` is "sent to a queued visitor when it enters the
+    // queue and whenever its position changes; the last one sent is
+    // current". A new connection of a queued visitor must be sent one too,
+    // or it cannot show where it stands until the position next changes.
+    let gw = Gateway::start(Options::default());
+    let token = gw.visitor_token("ann", &[]);
+    let (mut first, _) = gw.login(&token);
+    let conv = conv_of(&first.say("m-1", None, "hi"));
+    assert_eq!(first.recv()["event"], "queued");
+    assert_eq!(first.recv()["type"], "queue");
+    first.close();
+    let (mut again, welcome) = gw.login(&token);
+    assert_eq!(welcome["conversations"][0]["state"], "queued");
+    // The replay (seq 1, 2) and the position, which is not part of the log
+    // and may come before, between or after.
+    let (queue, frames): (Vec<Value>, Vec<Value>) = (0..3)
+        .map(|_| again.recv())
+        .partition(|v| v["type"] == "queue");
+    assert_eq!(
+        queue,
+        vec![json!({"type": "queue", "conv": conv, "position": 1})]
+    );
+    assert_eq!(
+        frames.iter().map(|v| v["seq"].clone()).collect::<Vec<_>>(),
+        vec![json!(1), json!(2)]
+    );
+    again.expect_nothing(SHORT);
+}
+
+#[test]
 fn status_is_echoed_and_away_agents_get_no_new_conversation() {
     let gw = Gateway::start(Options::shards(2));
     let token = gw.agent_token("alice", &[]);

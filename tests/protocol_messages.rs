@@ -441,6 +441,32 @@ fn the_senders_other_devices_get_the_msg_frame() {
 }
 
 #[test]
+fn a_visitors_other_device_sees_the_conversation_it_opens() {
+    let gw = Gateway::start(Options::shards(2));
+    let token = gw.visitor_token("ann", &["--name", "Ann"]);
+    let (mut phone, _) = gw.login(&token);
+    let (mut laptop, _) = gw.login(&token);
+    let ack = phone.say("m-1", None, "hi");
+    let conv = ack["conv"].as_str().unwrap();
+    let first = laptop.recv();
+    assert_eq!(
+        no_ts(&first),
+        json!({"type": "msg", "conv": conv, "seq": 1, "id": "m-1",
+               "from": {"role": "visitor", "id": "ann", "name": "Ann"}, "text": "hi"})
+    );
+    let queued = laptop.recv();
+    assert_eq!(queued["event"], "queued");
+    assert_eq!(phone.recv(), queued);
+    let position = json!({"type": "queue", "conv": conv, "position": 1});
+    assert_eq!(
+        laptop.recv(),
+        position,
+        "every connection of the queued visitor"
+    );
+    assert_eq!(phone.recv(), position);
+}
+
+#[test]
 fn bad_requests_get_errors_and_the_connection_stays() {
     let gw = Gateway::start(Options::default());
     let (mut c, _) = gw.login(&gw.visitor_token("ann", &[]));
