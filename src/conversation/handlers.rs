@@ -45,7 +45,15 @@ impl Shard {
                 id: visitor,
             };
             match convs.convs.get_mut(&(tenant, id.clone())) {
-                Some(conv) => self.start_replay(conv, who, conn, ReplayMode::Welcome),
+                Some(conv) => {
+                    self.start_replay(conv, who, conn, ReplayMode::Welcome);
+                    // A queued visitor's new connection learns where it stands.
+                    if let (ConvState::Queued, Some(position)) =
+                        (&conv.meta.state, conv.queue_position)
+                    {
+                        self.frame_to(conn, server::queue(id.as_str(), position));
+                    }
+                }
                 None => self.conn_bound(
                     conn.shard,
                     Envelope::Snapshot {
@@ -325,6 +333,7 @@ impl Shard {
             );
         };
         let now = now_ms();
+        conv.queue_position = None;
         conv.meta.state = ConvState::Assigned(agent.clone());
         conv.meta.assigned_ms = now;
         conv.meta.served_by = Some(agent.id.clone());
@@ -369,6 +378,7 @@ impl Shard {
             return;
         };
         conv.meta.state = ConvState::Queued;
+        conv.queue_position = None;
         conv.meta.queued_ms = now_ms();
         conv.meta.queue_front = true;
         self.appender.conv_changed(&tenant, &conv_id);
@@ -377,13 +387,14 @@ impl Shard {
 
     /// A queued visitor's position: to its connections.
     pub fn on_queue_position(&self, tenant: TenantId, conv_id: ConvId, position: u32) {
-        let convs = self.convs.borrow();
-        let Some(conv) = convs.convs.get(&(tenant, conv_id.clone())) else {
+        let mut convs = self.convs.borrow_mut();
+        let Some(conv) = convs.convs.get_mut(&(tenant, conv_id.clone())) else {
             return;
         };
         if conv.meta.state != ConvState::Queued {
             return;
         }
+        conv.queue_position = Some(position);
         let recipients: Vec<ConnRef> = conv
             .subs
             .iter()

@@ -64,6 +64,9 @@ pub struct Conversation {
     pub cursors: HashMap<Participant, u64>,
     /// The newest entries, as frames.
     pub tail: Tail,
+    /// The last queue position sent to its visitor while it is queued, for
+    /// the visitor's new connections.
+    pub queue_position: Option<u32>,
 }
 
 impl Conversation {
@@ -79,6 +82,7 @@ impl Conversation {
             subs: Vec::new(),
             cursors: HashMap::new(),
             tail: Tail::default(),
+            queue_position: None,
         }
     }
 

@@ -32,7 +32,10 @@ impl Shard {
                 Parsed::Refused(refusal) => {
                     self.metrics
                         .handshake_failed(crate::metrics::HandshakeFailure::BadHello);
-                    if refusal.hello {
+                    // Invalid JSON is not a JSON object either, even when it
+                    // starts with `{`: 4400, like any other non-object.
+                    let json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+                    if refusal.hello || !json {
                         conn.request_close(close::MALFORMED_HELLO, "malformed hello")
                     } else {
                         conn.request_close(close::UNAUTHORIZED, "the first frame must be hello")

@@ -126,6 +126,10 @@ impl Conn {
     pub fn push(&self, frames: impl IntoIterator<Item = Bytes>) -> usize {
         let mut out = self.out.borrow_mut();
         let out = &mut *out;
+        // Closing: no data frame may follow our close frame (RFC 6455 §5.5.1).
+        if self.close_request.get().is_some() {
+            return out.bytes;
+        }
         if let Some(welcome) = &mut out.welcome {
             welcome.held.extend(frames);
             return out.bytes;

@@ -9,6 +9,8 @@
 //! read that ends when the awaited frame (or the timeout) arrives.
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
