@@ -658,7 +658,7 @@ fn nothing_is_sent_after_the_4429_close_frame() {
 }
 
 #[test]
-#[ignore = "gateway bug: errors decided on the conversation's shard drop the frame's `ref`"]
+
 fn errors_echo_the_ref_of_any_frame_that_had_one() {
     // PROTOCOL.md, Errors: "`ref` is the `id` (or `ref`) of the frame that
     // failed, when it had one". The gateway echoes it when it refuses a

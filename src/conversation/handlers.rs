@@ -1,6 +1,7 @@
 //! What a conversation's shard does with each message addressed to it.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::replay::ReplayMode;
 use crate::ids::{ConnRef, ConvId, Participant, Role, TenantId, UserId};
@@ -86,7 +87,7 @@ impl Shard {
 
     /// Answers a request about a conversation this shard does not hold:
     /// closed (if the store knows it) or unknown.
-    fn absent(&self, tenant: TenantId, conv: ConvId, conn: ConnRef, reference: Option<String>) {
+    fn absent(&self, tenant: TenantId, conv: ConvId, conn: ConnRef, reference: Option<Arc<str>>) {
         let shard = self.rc();
         glommio::spawn_local(async move {
             let store = shard.store.clone();
@@ -118,6 +119,7 @@ impl Shard {
         conv_id: ConvId,
         seq: u64,
         conn: ConnRef,
+        reference: Option<Arc<str>>,
     ) {
         let mut convs = self.convs.borrow_mut();
         match convs.get_mut(&tenant, &conv_id) {
@@ -135,19 +137,25 @@ impl Shard {
                     conn,
                     ErrorCode::Forbidden,
                     "not a participant of this conversation",
-                    None,
+                    reference.as_deref(),
                 );
             }
             // A cursor for a closed conversation no longer matters; an
             // unknown one is answered like any other frame.
             None => {
                 drop(convs);
-                self.absent_unless_closed(tenant, conv_id, conn);
+                self.absent_unless_closed(tenant, conv_id, conn, reference);
             }
         }
     }
 
-    fn absent_unless_closed(&self, tenant: TenantId, conv: ConvId, conn: ConnRef) {
+    fn absent_unless_closed(
+        &self,
+        tenant: TenantId,
+        conv: ConvId,
+        conn: ConnRef,
+        reference: Option<Arc<str>>,
+    ) {
         let shard = self.rc();
         glommio::spawn_local(async move {
             let store = shard.store.clone();
@@ -156,7 +164,12 @@ impl Shard {
                 .spawn_blocking(move || store.conv(&t, &c))
                 .await
             {
-                shard.error_to(conn, ErrorCode::NotFound, "no such conversation", None);
+                shard.error_to(
+                    conn,
+                    ErrorCode::NotFound,
+                    "no such conversation",
+                    reference.as_deref(),
+                );
             }
         })
         .detach();
@@ -170,19 +183,30 @@ impl Shard {
         conn: ConnRef,
         conv_id: ConvId,
         signal: Signal,
+        reference: Option<Arc<str>>,
     ) {
         let mut convs = self.convs.borrow_mut();
         let Some(conv) = convs.get_mut(&tenant, &conv_id) else {
             drop(convs);
-            return self.absent(tenant, conv_id, conn, None);
+            return self.absent(tenant, conv_id, conn, reference);
         };
         if conv.meta.state == ConvState::Closed {
             drop(convs);
-            return self.error_to(conn, ErrorCode::Closed, "the conversation is closed", None);
+            return self.error_to(
+                conn,
+                ErrorCode::Closed,
+                "the conversation is closed",
+                reference.as_deref(),
+            );
         }
         if let Err(code) = conv.check_access(&who) {
             drop(convs);
-            return self.error_to(conn, code, "not a participant of this conversation", None);
+            return self.error_to(
+                conn,
+                code,
+                "not a participant of this conversation",
+                reference.as_deref(),
+            );
         }
         let frame = match signal {
             Signal::Typing(on) => {
@@ -209,6 +233,7 @@ impl Shard {
         who: Participant,
         conn: ConnRef,
         conv: Option<ConvId>,
+        reference: Option<Arc<str>>,
     ) {
         let mut guard = self.convs.borrow_mut();
         let convs = &mut *guard;
@@ -222,21 +247,36 @@ impl Shard {
                 Some(open) if who.role == Role::Visitor => open,
                 _ => {
                     drop(guard);
-                    return self.error_to(conn, ErrorCode::NotFound, "no open conversation", None);
+                    return self.error_to(
+                        conn,
+                        ErrorCode::NotFound,
+                        "no open conversation",
+                        reference.as_deref(),
+                    );
                 }
             },
         };
         let Some(conv) = convs.convs.get_mut(&(tenant.clone(), conv_id.clone())) else {
             drop(guard);
-            return self.absent(tenant, conv_id, conn, None);
+            return self.absent(tenant, conv_id, conn, reference);
         };
         if conv.meta.state == ConvState::Closed {
             drop(guard);
-            return self.error_to(conn, ErrorCode::Closed, "the conversation is closed", None);
+            return self.error_to(
+                conn,
+                ErrorCode::Closed,
+                "the conversation is closed",
+                reference.as_deref(),
+            );
         }
         if let Err(code) = conv.check_access(&who) {
             drop(guard);
-            return self.error_to(conn, code, "not a participant of this conversation", None);
+            return self.error_to(
+                conn,
+                code,
+                "not a participant of this conversation",
+                reference.as_deref(),
+            );
         }
         conv.meta.state = ConvState::Closed;
         self.appender.conv_changed(&tenant, &conv_id);
@@ -271,11 +311,12 @@ impl Shard {
         conn: ConnRef,
         conv_id: ConvId,
         to: Option<UserId>,
+        reference: Option<Arc<str>>,
     ) {
         let mut convs = self.convs.borrow_mut();
         let Some(conv) = convs.get_mut(&tenant, &conv_id) else {
             drop(convs);
-            return self.absent(tenant, conv_id, conn, None);
+            return self.absent(tenant, conv_id, conn, reference);
         };
         let refusal = match &conv.meta.state {
             ConvState::Closed => Some((ErrorCode::Closed, "the conversation is closed")),
@@ -287,14 +328,14 @@ impl Shard {
         };
         drop(convs);
         if let Some((code, message)) = refusal {
-            return self.error_to(conn, code, message, None);
+            return self.error_to(conn, code, message, reference.as_deref());
         }
         if to.as_ref() == Some(&agent) {
             return self.error_to(
                 conn,
                 ErrorCode::BadRequest,
                 "cannot transfer a conversation to yourself",
-                None,
+                reference.as_deref(),
             );
         }
         self.send(
@@ -305,6 +346,7 @@ impl Shard {
                 from: agent,
                 to,
                 conn,
+                reference,
             },
         );
     }

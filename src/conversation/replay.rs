@@ -247,6 +247,7 @@ impl Shard {
         conn: ConnRef,
         conv_id: ConvId,
         after: u64,
+        reference: Option<Arc<str>>,
     ) {
         let mut convs = self.convs.borrow_mut();
         match convs.get_mut(&tenant, &conv_id) {
@@ -259,14 +260,16 @@ impl Shard {
                     conn,
                     ErrorCode::Forbidden,
                     "not a participant of this conversation",
-                    None,
+                    reference.as_deref(),
                 );
             }
             None => {
                 drop(convs);
                 let shard = self.rc();
                 glommio::spawn_local(async move {
-                    shard.stored_sync(tenant, who, conn, conv_id, after).await
+                    shard
+                        .stored_sync(tenant, who, conn, conv_id, after, reference)
+                        .await
                 })
                 .detach();
             }
@@ -281,9 +284,10 @@ impl Shard {
         conn: ConnRef,
         conv: ConvId,
         mut after: u64,
+        reference: Option<Arc<str>>,
     ) {
         let Some(last) = self
-            .check_stored_access(&tenant, &who, conn, &conv, None)
+            .check_stored_access(&tenant, &who, conn, &conv, reference.as_deref())
             .await
         else {
             return;
@@ -299,7 +303,14 @@ impl Shard {
                     self.to_conn(conn, frames);
                 }
                 Ok(_) => break,
-                Err(message) => return self.error_to(conn, ErrorCode::Unavailable, &message, None),
+                Err(message) => {
+                    return self.error_to(
+                        conn,
+                        ErrorCode::Unavailable,
+                        &message,
+                        reference.as_deref(),
+                    )
+                }
             }
         }
         self.frame_to(conn, server::synced(conv.as_str(), last));

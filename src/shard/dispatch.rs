@@ -43,14 +43,16 @@ impl Shard {
                 conv,
                 seq,
                 conn,
-            } => self.on_recv(tenant, who, conv, seq, conn),
+                reference,
+            } => self.on_recv(tenant, who, conv, seq, conn, reference),
             E::Sync {
                 tenant,
                 who,
                 conn,
                 conv,
                 after,
-            } => self.on_sync(tenant, who, conn, conv, after),
+                reference,
+            } => self.on_sync(tenant, who, conn, conv, after, reference),
             E::History {
                 tenant,
                 who,
@@ -66,20 +68,23 @@ impl Shard {
                 conn,
                 conv,
                 signal,
-            } => self.on_signal(tenant, who, conn, conv, signal),
+                reference,
+            } => self.on_signal(tenant, who, conn, conv, signal, reference),
             E::Close {
                 tenant,
                 who,
                 conn,
                 conv,
-            } => self.on_close(tenant, who, conn, conv),
+                reference,
+            } => self.on_close(tenant, who, conn, conv, reference),
             E::TransferRequest {
                 tenant,
                 agent,
                 conn,
                 conv,
                 to,
-            } => self.on_transfer_request(tenant, agent, conn, conv, to),
+                reference,
+            } => self.on_transfer_request(tenant, agent, conn, conv, to, reference),
             E::Assign {
                 tenant,
                 conv,
@@ -130,7 +135,8 @@ impl Shard {
                 from,
                 to,
                 conn,
-            } => self.on_transfer(tenant, conv, from, to, conn),
+                reference,
+            } => self.on_transfer(tenant, conv, from, to, conn, reference),
             e @ (E::ToConn { .. }
             | E::Deliver { .. }
             | E::WelcomeList { .. }

@@ -103,6 +103,8 @@ pub enum Envelope {
         seq: u64,
         /// The connection, for errors.
         conn: ConnRef,
+        /// The request's `id` or `ref`, echoed in errors.
+        reference: Option<Arc<str>>,
     },
     /// `sync`.
     Sync {
@@ -116,6 +118,8 @@ pub enum Envelope {
         conv: ConvId,
         /// Entries after this seq.
         after: u64,
+        /// The request's `id` or `ref`, echoed in errors.
+        reference: Option<Arc<str>>,
     },
     /// `history`.
     History {
@@ -146,6 +150,8 @@ pub enum Envelope {
         conv: ConvId,
         /// What.
         signal: Signal,
+        /// The request's `id` or `ref`, echoed in errors.
+        reference: Option<Arc<str>>,
     },
     /// `close`.
     Close {
@@ -157,6 +163,8 @@ pub enum Envelope {
         conn: ConnRef,
         /// The conversation (`None`: the visitor's open one).
         conv: Option<ConvId>,
+        /// The request's `id` or `ref`, echoed in errors.
+        reference: Option<Arc<str>>,
     },
     /// `transfer`, checked on the conversation's shard before the router decides.
     TransferRequest {
@@ -170,6 +178,8 @@ pub enum Envelope {
         conv: ConvId,
         /// To this agent, or back to the queue.
         to: Option<UserId>,
+        /// The request's `id` or `ref`, echoed in errors.
+        reference: Option<Arc<str>>,
     },
     /// The router assigned (or transferred) a conversation.
     Assign {
@@ -284,6 +294,8 @@ pub enum Envelope {
         to: Option<UserId>,
         /// The requesting connection, for errors.
         conn: ConnRef,
+        /// The request's `id` or `ref`, echoed in errors.
+        reference: Option<Arc<str>>,
     },
 
     // ----- to a connection's shard -----

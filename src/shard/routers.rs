@@ -184,6 +184,7 @@ impl Shard {
         from: UserId,
         to: Option<UserId>,
         conn: ConnRef,
+        reference: Option<std::sync::Arc<str>>,
     ) {
         let result = self
             .router(&tenant)
@@ -197,7 +198,7 @@ impl Shard {
                     TransferError::NotFound => "no such agent is connected",
                     TransferError::ToSelf => "cannot transfer a conversation to yourself",
                 };
-                self.error_to(conn, e.code(), message, None)
+                self.error_to(conn, e.code(), message, reference.as_deref())
             }
         }
     }
