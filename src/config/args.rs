@@ -98,6 +98,18 @@ pub struct LimitArgs {
     /// Chat messages per second per connection, bursts to twice; 0 disables [default: 50]
     #[arg(long, value_name = "N")]
     pub msg_rate_limit: Option<u32>,
+
+    /// Silence after which a connection is pinged, then dropped at twice this [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Connections one shard holds at most; 0: no limit [default: 250000]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_shard: Option<usize>,
+
+    /// Connections from one source IP address at most; 0: no limit [default: 0]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// The environment variable that stands in for a flag: `--max-text-bytes`

@@ -49,6 +49,10 @@ pub(crate) struct FileLimits {
     #[serde(default, deserialize_with = "opt_duration")]
     pub token_leeway: Option<Duration>,
     pub msg_rate_limit: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    pub max_connections_per_shard: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// `[store]`: the names of the fields of `StoreSettings`.

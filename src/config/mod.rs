@@ -90,6 +90,9 @@ pub const ENV_FLAGS: &[&str] = &[
     "outbound-limit",
     "token-leeway",
     "msg-rate-limit",
+    "idle-timeout",
+    "max-connections-per-shard",
+    "max-connections-per-ip",
     "store-cache-bytes",
 ];
 
@@ -468,6 +471,33 @@ pub fn load_with_env(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Settings, C
                 parsed,
             )?
             .unwrap_or(defaults.msg_rate_limit),
+        idle_timeout: l
+            .pick(
+                "limits.idle_timeout",
+                "idle-timeout",
+                a.idle_timeout,
+                f.idle_timeout,
+                duration,
+            )?
+            .unwrap_or(defaults.idle_timeout),
+        max_connections_per_shard: l
+            .pick(
+                "limits.max_connections_per_shard",
+                "max-connections-per-shard",
+                a.max_connections_per_shard,
+                f.max_connections_per_shard,
+                parsed,
+            )?
+            .unwrap_or(defaults.max_connections_per_shard),
+        max_connections_per_ip: l
+            .pick(
+                "limits.max_connections_per_ip",
+                "max-connections-per-ip",
+                a.max_connections_per_ip,
+                f.max_connections_per_ip,
+                parsed,
+            )?
+            .unwrap_or(defaults.max_connections_per_ip),
     };
     let store = StoreSettings {
         cache_bytes: l

@@ -55,6 +55,13 @@ impl Settings {
         let _ = writeln!(w, "outbound_limit_bytes = {}", l.outbound_limit_bytes);
         let _ = writeln!(w, "token_leeway = {}", quoted(&duration(l.token_leeway)));
         let _ = writeln!(w, "msg_rate_limit = {}", l.msg_rate_limit);
+        let _ = writeln!(w, "idle_timeout = {}", quoted(&duration(l.idle_timeout)));
+        let _ = writeln!(
+            w,
+            "max_connections_per_shard = {}",
+            l.max_connections_per_shard
+        );
+        let _ = writeln!(w, "max_connections_per_ip = {}", l.max_connections_per_ip);
         let _ = writeln!(w, "\n[store]");
         let _ = writeln!(w, "cache_bytes = {}", self.store.cache_bytes);
         let mut tenants: Vec<_> = self.tenants.iter().collect();

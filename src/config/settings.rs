@@ -75,8 +75,26 @@ pub struct Limits {
     /// Accepted clock skew on token expiry. Default 5 s.
     pub token_leeway: Duration,
     /// Chat messages per second per connection (bursts up to twice this).
-    /// Default 50, far above a human typist; `0` disables the limit.
+    /// Default 50, far above a human typist; `0` disables the limit. Other
+    /// frames share a budget of four times this (at least 100 a second), and
+    /// frames refused as malformed cost ten each: past the budget come
+    /// `rate_limited` warnings, then close 4429.
     pub msg_rate_limit: u32,
+    /// Silence (nothing received) after which a connection gets a ping;
+    /// after twice this it is dropped as dead. Default 30 s: well inside the
+    /// 60 s idle cut of common proxies and load balancers, so pings also keep
+    /// those paths open.
+    pub idle_timeout: Duration,
+    /// Connections one shard holds at most; beyond, new ones get HTTP 503.
+    /// Default 250,000: a shard's share of a flash sale with room to spare,
+    /// while bounding the memory one core can be asked to hold. 0: no limit.
+    pub max_connections_per_shard: usize,
+    /// Connections from one source address at most; beyond, HTTP 503.
+    /// Default 0 (no limit): shoppers behind carrier-grade NAT share
+    /// addresses, so a default cap would refuse real customers. Enforced per
+    /// shard as `ceil(limit / shards)`, since the kernel spreads one
+    /// address's connections over the shards.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +108,9 @@ impl Default for Limits {
             outbound_limit_bytes: 1024 * 1024,
             token_leeway: Duration::from_secs(5),
             msg_rate_limit: 50,
+            idle_timeout: Duration::from_secs(30),
+            max_connections_per_shard: 250_000,
+            max_connections_per_ip: 0,
         }
     }
 }

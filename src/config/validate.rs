@@ -119,6 +119,7 @@ pub(crate) fn check(s: &Settings, origins: &Origins, tenants: bool) -> Result<()
     for (key, value) in [
         ("limits.handshake_timeout", l.handshake_timeout),
         ("limits.hello_timeout", l.hello_timeout),
+        ("limits.idle_timeout", l.idle_timeout),
     ] {
         if value.is_zero() {
             return Err(invalid(key, "must be longer than 0s".into()));

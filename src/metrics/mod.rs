@@ -32,11 +32,13 @@ pub enum HandshakeFailure {
     Unauthorized,
     /// The Origin is not allowed for the tenant.
     Origin,
+    /// Over the connection limit of the shard or of the source address.
+    Limit,
 }
 
 impl HandshakeFailure {
     /// Every reason, for rendering.
-    pub const ALL: [HandshakeFailure; 7] = [
+    pub const ALL: [HandshakeFailure; 8] = [
         HandshakeFailure::BadRequest,
         HandshakeFailure::TooLarge,
         HandshakeFailure::Timeout,
@@ -44,6 +46,7 @@ impl HandshakeFailure {
         HandshakeFailure::BadHello,
         HandshakeFailure::Unauthorized,
         HandshakeFailure::Origin,
+        HandshakeFailure::Limit,
     ];
 
     /// The label value.
@@ -56,6 +59,7 @@ impl HandshakeFailure {
             HandshakeFailure::BadHello => "bad_hello",
             HandshakeFailure::Unauthorized => "unauthorized",
             HandshakeFailure::Origin => "origin",
+            HandshakeFailure::Limit => "limit",
         }
     }
 }
@@ -158,7 +162,7 @@ pub struct ShardMetrics {
     /// Connections closed.
     pub disconnects: Cell<u64>,
     /// Handshake and hello failures, by [`HandshakeFailure`].
-    pub handshake_failures: [Cell<u64>; 7],
+    pub handshake_failures: [Cell<u64>; 8],
     /// Log entries made durable (chat and system).
     pub entries_appended: Cell<u64>,
     /// `ack` frames sent (including the original ack returned for a resent id).
@@ -179,6 +183,8 @@ pub struct ShardMetrics {
     pub slow_consumers: Cell<u64>,
     /// Panics caught while handling a connection.
     pub panics: Cell<u64>,
+    /// Connections dropped after twice the idle timeout without a byte.
+    pub idle_timeouts: Cell<u64>,
 }
 
 /// Routing counters of one tenant, kept by the shard that routes it.
@@ -218,6 +224,7 @@ impl Default for ShardMetrics {
             commit_seconds: Histogram::new(FLUSH_SECONDS),
             slow_consumers: zero(),
             panics: zero(),
+            idle_timeouts: zero(),
         }
     }
 }
@@ -281,7 +288,7 @@ pub struct ShardSnapshot {
     /// See [`ShardMetrics::disconnects`].
     pub disconnects: u64,
     /// See [`ShardMetrics::handshake_failures`].
-    pub handshake_failures: [u64; 7],
+    pub handshake_failures: [u64; 8],
     /// See [`ShardMetrics::entries_appended`].
     pub entries_appended: u64,
     /// See [`ShardMetrics::acks`].
@@ -302,6 +309,8 @@ pub struct ShardSnapshot {
     pub slow_consumers: u64,
     /// See [`ShardMetrics::panics`].
     pub panics: u64,
+    /// See [`ShardMetrics::idle_timeouts`].
+    pub idle_timeouts: u64,
     /// Messages sent over the mesh.
     pub mesh_sent: u64,
     /// Batches moved into mesh rings.
@@ -331,7 +340,7 @@ impl ShardMetrics {
             disconnects: self.disconnects.get(),
             handshake_failures: copy(&self.handshake_failures)
                 .try_into()
-                .expect("7 reasons"),
+                .expect("8 reasons"),
             entries_appended: self.entries_appended.get(),
             acks: self.acks.get(),
             duplicates: self.duplicates.get(),
@@ -342,6 +351,7 @@ impl ShardMetrics {
             commit_seconds: self.commit_seconds.snapshot(),
             slow_consumers: self.slow_consumers.get(),
             panics: self.panics.get(),
+            idle_timeouts: self.idle_timeouts.get(),
             ..ShardSnapshot::default()
         }
     }

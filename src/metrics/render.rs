@@ -202,6 +202,12 @@ impl Collector for Snapshots {
         )?;
         per_shard_counter(
             &mut e,
+            "kefu_idle_timeouts",
+            "Connections dropped after a ping went unanswered.",
+            |s| s.idle_timeouts,
+        )?;
+        per_shard_counter(
+            &mut e,
             "kefu_mesh_messages",
             "Messages sent between shards.",
             |s| s.mesh_sent,

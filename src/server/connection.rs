@@ -52,8 +52,29 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let _ = stream.set_nodelay(true);
     add(&shard.metrics.connects, 1);
+    if !shard.admit(peer.ip()) {
+        shard.metrics.handshake_failed(HandshakeFailure::Limit);
+        add(&shard.metrics.disconnects, 1);
+        let busy = crate::websocket::response(
+            503,
+            "Service Unavailable",
+            "text/plain",
+            b"too many connections\n",
+            &[("Retry-After", "5")],
+        );
+        let _ = write_all(&mut stream, &busy).await;
+        lingering_close(&mut stream).await;
+        return;
+    }
+    let ip = peer.ip();
+    serve_admitted(&shard, stream, peer).await;
+    shard.release(ip);
+}
+
+/// Serves a socket admitted under the connection caps.
+async fn serve_admitted(shard: &Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
     gauge_add(&shard.metrics.pending, 1);
-    let upgraded = super::http::handshake(&shard, &mut stream).await;
+    let upgraded = super::http::handshake(shard, &mut stream).await;
     let Some((head, leftover)) = upgraded else {
         gauge_add(&shard.metrics.pending, -1);
         add(&shard.metrics.disconnects, 1);
@@ -176,7 +197,11 @@ impl Driver {
             let mut scratch = shard.scratch.borrow_mut();
             match Pin::new(&mut self.stream).poll_read(cx, &mut scratch[..]) {
                 Poll::Ready(Ok(0)) => self.peer_gone = true,
-                Poll::Ready(Ok(n)) => self.decode(&mut scratch[..n]),
+                Poll::Ready(Ok(n)) => {
+                    self.conn.last_read.set(std::time::Instant::now());
+                    self.conn.pinged.set(false);
+                    self.decode(&mut scratch[..n]);
+                }
                 Poll::Ready(Err(_)) => {
                     self.peer_gone = true;
                     self.conn.abort.set(true);
@@ -355,6 +380,52 @@ impl Future for Driver {
             return Poll::Pending;
         }
     }
+}
+
+/// Pings connections that have been silent for the idle timeout and drops
+/// those silent for twice as long (dead peers, half-open sockets). One task
+/// per shard looks at every connection a few times per timeout, instead of
+/// a timer per connection re-armed on every read.
+pub async fn sweep_idle(shard: Rc<Shard>) {
+    let timeout = shard.settings.limits.idle_timeout;
+    let period = (timeout / 4).max(Duration::from_millis(250));
+    loop {
+        glommio::timer::sleep(period).await;
+        let now = std::time::Instant::now();
+        let mut dropped = 0;
+        for conn in shard.conns.borrow().values() {
+            let silent = now.saturating_duration_since(conn.last_read.get());
+            if silent >= timeout * 2 {
+                conn.abort.set(true);
+                conn.wake.notify();
+                dropped += 1;
+            } else if silent >= timeout && !conn.pinged.get() {
+                conn.pinged.set(true);
+                conn.push_control(websocket::ping_frame(b""));
+            }
+        }
+        add(&shard.metrics.idle_timeouts, dropped);
+    }
+}
+
+/// Closes a socket whose request may still be unread without losing the
+/// response just written: closing with unread input makes the kernel send a
+/// reset, which can destroy the response on the client's side. So: shut
+/// our side, read and discard until the client closes, at most briefly.
+pub async fn lingering_close(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let mut sink = [0u8; 512];
+    let _ = futures_lite::future::or(
+        async {
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        },
+        glommio::timer::sleep(Duration::from_secs(1)),
+    )
+    .await;
 }
 
 /// Writes all of `bytes` (used for HTTP responses before the upgrade).

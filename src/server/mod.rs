@@ -191,6 +191,7 @@ async fn shard_main(
     glommio::spawn_local(shard.clone().run_lookups()).detach();
     glommio::spawn_local(shard.clone().run_commits()).detach();
     glommio::spawn_local(shard.clone().run_router_ticks()).detach();
+    glommio::spawn_local(connection::sweep_idle(shard.clone())).detach();
 
     let main = listener::bind(listen).map_err(|e| format!("binding {listen}: {e}"))?;
     let admin = if ctx.id == 0 {

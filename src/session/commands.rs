@@ -13,6 +13,9 @@ use crate::routing::AgentStatus;
 use crate::shard::envelope::{Envelope, Signal, Submit};
 use crate::shard::Shard;
 
+/// What a malformed frame costs from the frame budget, in frames.
+const MALFORMED_FRAME_COST: f64 = 10.0;
+
 impl Shard {
     /// One text message from a connection.
     pub fn on_text(&self, conn: &Rc<Conn>, text: &str) {
@@ -47,6 +50,31 @@ impl Shard {
             shard: self.id,
             id: conn.id,
         };
+        // Every frame but `msg` (which has its own limiter) spends from the
+        // frame budget, and a malformed frame costs more: a client that
+        // floods typing signals or garbage gets warnings, then 4429.
+        let over_budget = match &mut *conn.state.borrow_mut() {
+            SessionState::Active(session)
+                if !matches!(parsed, Parsed::Command(Command::Msg { .. }, _)) =>
+            {
+                if matches!(parsed, Parsed::NotAnObject | Parsed::Refused(_)) {
+                    session.frames.charge(MALFORMED_FRAME_COST);
+                }
+                (!session.frames.take()).then_some(session.frames.strikes)
+            }
+            _ => None,
+        };
+        if let Some(strikes) = over_budget {
+            if strikes > RATE_LIMIT_STRIKES {
+                return conn.request_close(close::TOO_MANY, "too many frames");
+            }
+            return self.error_to(
+                conn_ref,
+                ErrorCode::RateLimited,
+                "too many frames, slow down",
+                None,
+            );
+        }
         match parsed {
             Parsed::NotAnObject => self.error_to(
                 conn_ref,

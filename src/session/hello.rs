@@ -13,6 +13,16 @@ use crate::routing::AgentProfile;
 use crate::shard::envelope::{Envelope, VisitorProfile};
 use crate::shard::Shard;
 
+/// The budget of non-`msg` frames: four times the message rate, at least
+/// 100 a second; none when the message rate limit is off.
+fn frame_budget(msg_rate_limit: u32) -> TokenBucket {
+    if msg_rate_limit == 0 {
+        TokenBucket::new(0)
+    } else {
+        TokenBucket::with_rate((f64::from(msg_rate_limit) * 4.0).max(100.0))
+    }
+}
+
 /// Lifetime of the token issued to an anonymous visitor: long enough that a
 /// returning shopper keeps its conversation, short enough to expire.
 pub const ANONYMOUS_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -110,14 +120,15 @@ impl Shard {
                 );
             }
         }
-        *conn.state.borrow_mut() = SessionState::Active(Session {
+        *conn.state.borrow_mut() = SessionState::Active(Box::new(Session {
             tenant: identity.tenant,
             who,
             name: identity.name,
             profile,
             issued_token: identity.issued_token,
             rate: TokenBucket::new(self.settings.limits.msg_rate_limit),
-        });
+            frames: frame_budget(self.settings.limits.msg_rate_limit),
+        }));
     }
 
     /// A connection is gone: the shards that deliver to it stop.

@@ -46,6 +46,8 @@ pub struct Session {
     pub issued_token: Option<String>,
     /// Message rate limiter.
     pub rate: TokenBucket,
+    /// Budget for every other frame, and for malformed ones.
+    pub frames: TokenBucket,
 }
 
 /// Where a connection is in the protocol.
@@ -53,7 +55,7 @@ pub enum SessionState {
     /// Upgraded, waiting for `hello`.
     AwaitingHello,
     /// Said hello.
-    Active(Session),
+    Active(Box<Session>),
     /// Closing: nothing more is read.
     Closing,
 }
@@ -102,6 +104,10 @@ pub struct Conn {
     pub abort: Cell<bool>,
     /// When the connection was upgraded.
     pub since: Instant,
+    /// When bytes last arrived from the peer (idle detection).
+    pub last_read: Cell<Instant>,
+    /// A ping was sent for the current silence.
+    pub pinged: Cell<bool>,
 }
 
 impl Conn {
@@ -118,6 +124,8 @@ impl Conn {
             close_request: Cell::new(None),
             abort: Cell::new(false),
             since: Instant::now(),
+            last_read: Cell::new(Instant::now()),
+            pinged: Cell::new(false),
         }
     }
 
@@ -237,6 +245,25 @@ impl TokenBucket {
             tokens: rate * 2.0,
             last: Instant::now(),
             strikes: 0,
+        }
+    }
+
+    /// A bucket of `per_second` tokens a second, bursts of twice that.
+    pub fn with_rate(per_second: f64) -> Self {
+        TokenBucket {
+            rate: per_second,
+            burst: per_second * 2.0,
+            tokens: per_second * 2.0,
+            last: Instant::now(),
+            strikes: 0,
+        }
+    }
+
+    /// Takes `n` tokens even if that leaves the bucket negative (a cost
+    /// charged after the fact, such as for a malformed frame).
+    pub fn charge(&mut self, n: f64) {
+        if self.rate != 0.0 {
+            self.tokens -= n;
         }
     }
 

@@ -93,6 +93,10 @@ pub struct Shard {
     pub conns: RefCell<HashMap<u64, Rc<Conn>>>,
     /// The next connection id.
     next_conn: Cell<u64>,
+    /// Sockets accepted and not yet closed (any phase), for the shard's cap.
+    pub open_sockets: Cell<usize>,
+    /// Open sockets per source address, kept only when there is a per-address cap.
+    pub sockets_by_ip: RefCell<HashMap<std::net::IpAddr, usize>>,
     /// Conversations and visitors placed here.
     pub convs: RefCell<Conversations>,
     /// The append pipeline's queues.
@@ -134,6 +138,8 @@ impl Shard {
             metrics: ShardMetrics::default(),
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(1),
+            open_sockets: Cell::new(0),
+            sockets_by_ip: RefCell::new(HashMap::new()),
             convs: RefCell::new(Conversations::default()),
             appender: Appender::default(),
             routers: RefCell::new(HashMap::new()),
@@ -161,6 +167,43 @@ impl Shard {
             .borrow()
             .upgrade()
             .expect("set_self was called at start-up")
+    }
+
+    /// Admits a new socket from `ip` under the connection caps, or says no.
+    /// An admitted socket must be released with [`Shard::release`].
+    pub fn admit(&self, ip: std::net::IpAddr) -> bool {
+        let limits = &self.settings.limits;
+        if limits.max_connections_per_shard > 0
+            && self.open_sockets.get() >= limits.max_connections_per_shard
+        {
+            return false;
+        }
+        if limits.max_connections_per_ip > 0 {
+            let cap = limits.max_connections_per_ip.div_ceil(self.count);
+            let mut by_ip = self.sockets_by_ip.borrow_mut();
+            let n = by_ip.entry(ip).or_insert(0);
+            if *n >= cap {
+                return false;
+            }
+            *n += 1;
+        }
+        self.open_sockets.set(self.open_sockets.get() + 1);
+        true
+    }
+
+    /// Releases a socket admitted by [`Shard::admit`].
+    pub fn release(&self, ip: std::net::IpAddr) {
+        self.open_sockets
+            .set(self.open_sockets.get().saturating_sub(1));
+        if self.settings.limits.max_connections_per_ip > 0 {
+            let mut by_ip = self.sockets_by_ip.borrow_mut();
+            if let Some(n) = by_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    by_ip.remove(&ip);
+                }
+            }
+        }
     }
 
     /// A fresh connection id (never reused in this process).
