@@ -130,6 +130,10 @@ impl Shard {
         mode: ReplayMode,
         mut after: u64,
     ) {
+        // glommio's spawn_local runs a new task at once, up to its first
+        // await, and every caller of start_replay still holds `self.convs`:
+        // step back first, so the borrow below cannot find it taken.
+        futures_lite::future::yield_now().await;
         let mut first = true;
         loop {
             let need = {
