@@ -21,6 +21,7 @@
 //! short: an ack is only ever sent after its entry is on disk.
 
 pub mod admin;
+pub mod assets;
 pub mod connection;
 pub mod http;
 pub mod listener;
