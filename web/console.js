@@ -500,7 +500,7 @@
     $("transfer").hidden = !active;
     $("input").disabled = !active;
     $("send").disabled = !active;
-    $("input").placeholder = active ? "Write a reply… (Enter to send, Shift+Enter for a new line)" : c.note || "This conversation is no longer yours.";
+    $("input").placeholder = active ? "Write a reply…" : c.note || "This conversation is no longer yours.";
     $("chat").dataset.state = c.state;
   }
 

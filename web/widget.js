@@ -394,8 +394,9 @@ textarea:focus{border-color:var(--a);box-shadow:0 0 0 3px rgba(37,99,235,.18)}
         return;
       }
       this.attempt++;
+      // 100 ms, then 1, 2, 4, 8, 15 s (with jitter); four times that after "too many" (4429).
       const base = Math.min(15000, 500 * 2 ** Math.min(this.attempt - 1, 5)) * (code === 4429 ? 4 : 1);
-      const delay = this.attempt === 1 ? 100 : base * (0.5 + Math.random() / 2);
+      const delay = this.attempt === 1 && code !== 4429 ? 100 : base * (0.5 + Math.random() / 2);
       this.retry = setTimeout(() => this.connect(), delay);
       this.renderHead();
     }
@@ -461,8 +462,9 @@ textarea:focus{border-color:var(--a);box-shadow:0 0 0 3px rgba(37,99,235,.18)}
         const c = this.section(open.conv);
         // Fetch whatever this page does not hold yet (everything after a reload).
         this.send({ type: "sync", conv: open.conv, after: c.held });
-      } else if (this.conv && this.state !== "closed") {
-        this.state = "closed";
+      } else if (this.conv && this.convs.has(this.conv) && this.state !== "closed") {
+        // It closed while we were away: fetch its last entries (the "closed" one among them).
+        this.send({ type: "sync", conv: this.conv, after: this.convs.get(this.conv).held });
       }
       this.save();
       this.renderHead();

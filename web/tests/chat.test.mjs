@@ -85,10 +85,56 @@ test("a visitor and an agent hold a conversation", async () => {
   await ap.screenshot({ path: join(SHOTS, "console.png") });
   await vp.screenshot({ path: join(SHOTS, "widget.png") });
 
-  // The agent closes: the visitor is told.
+  // Minimized, the widget counts what arrives and does not mark it read.
+  await vp.locator("#kefu-widget .x").click();
+  await c.say("Anything else?");
+  await see(w.badge, "1");
+  assert.equal(await statusOf(c.mine.last()), "sent", "not read while the panel is closed");
+  await w.launch.click();
+  assert.ok(await w.badge.isHidden());
+  await until(async () => (await statusOf(c.mine.last())) === "read", "read once the panel opens");
+
+  // The agent closes: the visitor is told, and writing again opens a new conversation.
   await ap.locator("#close-conv").click();
   await see(w.events, "Chat ended");
   await c.conv(0).and(ap.locator("[data-state=closed]")).waitFor();
+  await w.say("One more question: delivery to Canada?");
+  await ap.locator("#convs .conv[data-state=assigned]").waitFor();
+  assert.equal(await c.convs.count(), 2, "a second conversation");
+  await see(w.title, "Alice");
+});
+
+test("an away agent gets no new conversations until it is back online", async () => {
+  const gw = await gateway();
+  const { page: ap, c } = await agentOf(gw, "alice", "Alice");
+  await ap.locator("#status").selectOption("away");
+  await ap.locator("body[data-status=away]").waitFor();
+  const { w } = await visitor(gw);
+  await w.launch.click();
+  await w.say("Hello?");
+  await see(w.banner, "number 1 in the queue");
+  assert.equal(await c.convs.count(), 0);
+  await ap.locator("#status").selectOption("online");
+  await c.conv(0).waitFor();
+  await see(w.title, "Alice");
+});
+
+test("a logged-in shopper: the shop passes its visitor token to KefuWidget.init", async () => {
+  const gw = await gateway();
+  const token = gw.token(["--role", "visitor", "--sub", "shopper-42", "--name", "Ann"]);
+  const { page: vp, w } = await visitor(gw, { attrs: "data-manual" });
+  assert.equal(await w.launch.count(), 0, "data-manual: nothing until init()");
+  await vp.evaluate((t) => window.KefuWidget.init({ token: t, title: "Acme help", open: true }), token);
+  await w.panel.waitFor();
+  await see(w.title, "Acme help");
+  await w.say("Where is order 1234?");
+  const { c } = await agentOf(gw, "alice", "Alice");
+  await see(c.conv(0), "Ann");
+  await c.open(0);
+  await see(c.theirs, "order 1234");
+  // The shop's token is not stored by the widget.
+  const stored = await vp.evaluate(() => localStorage.getItem("kefu.v1.demo"));
+  assert.ok(!stored.includes(token), stored);
 });
 
 test("the queue position shows when no agent is free", async () => {
@@ -242,7 +288,7 @@ test("the widget fills a phone's screen", async () => {
 test("the gateway restarts mid-conversation: the widget recovers and resends", async () => {
   const port = await freePort();
   const gw = await gateway({ port });
-  const { w } = await visitor(gw);
+  const { page: vp, w } = await visitor(gw);
   const { page: ap, c } = await agentOf(gw, "alice", "Alice");
   await w.launch.click();
   await w.say("before the restart");
@@ -251,6 +297,11 @@ test("the gateway restarts mid-conversation: the widget recovers and resends", a
   await c.say("reply before");
   await see(w.theirs, "reply before");
 
+  // A message in flight when the gateway dies: written to the socket, never answered.
+  gw.pause();
+  await w.say("in flight");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await statusOf(w.mine.last()), "sending");
   await gw.stop("SIGKILL");
   await see(w.banner, "Reconnecting");
   await w.say("while it was down");
@@ -258,14 +309,15 @@ test("the gateway restarts mid-conversation: the widget recovers and resends", a
   assert.equal(await statusOf(w.mine.last()), "sending");
 
   await gw.start(); // same port, same data directory
-  await until(async () => (await statusOf(w.mine.last())) !== "sending", "resent and acked", 20000);
+  await until(async () => (await vp.locator("#kefu-widget .m.mine[data-status=sending]").count()) === 0,
+    "resent and acked", 20000);
   await see(c.theirs, "while it was down");
   await see(w.theirs, "agent while down");
   await ap.locator("#conn[data-state=up]").waitFor();
   const expected = ["before the restart", "reply before"];
   const vt = await w.texts();
   const at = await c.texts();
-  for (const t of [...expected, "while it was down", "agent while down"]) {
+  for (const t of [...expected, "in flight", "while it was down", "agent while down"]) {
     assert.equal(vt.filter((x) => x === t).length, 1, `visitor sees "${t}" once: ${JSON.stringify(vt)}`);
     assert.equal(at.filter((x) => x === t).length, 1, `agent sees "${t}" once: ${JSON.stringify(at)}`);
   }
@@ -274,4 +326,49 @@ test("the gateway restarts mid-conversation: the widget recovers and resends", a
   await w.say("after the restart");
   await see(c.theirs, "after the restart");
   forgive(/WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/v1\/ws' failed: .*ERR_CONNECTION_REFUSED/);
+});
+
+test("an ack lost on the way: the widget resends the same id and the message is stored once", async () => {
+  const gw = await gateway();
+  const sent = []; // every msg frame the widget sent, on any connection
+  let dropped = null;
+  // Between the widget and the gateway: forward everything, except that the
+  // ack of "lost ack" is swallowed and the connection cut.
+  const setup = (page) => page.routeWebSocket(/\/v1\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => {
+      const f = JSON.parse(m);
+      if (f.type === "msg") sent.push(f);
+      server.send(m);
+    });
+    server.onMessage((m) => {
+      const f = JSON.parse(m);
+      const lost = sent.find((s) => s.text === "lost ack");
+      if (f.type === "ack" && !dropped && lost && f.id === lost.id) {
+        dropped = f;
+        ws.close({ code: 4000, reason: "cut" });
+        server.close();
+        return;
+      }
+      ws.send(m);
+    });
+  });
+  const { w } = await visitor(gw, { setup });
+  const { c } = await agentOf(gw, "alice", "Alice");
+  await w.launch.click();
+  await w.say("first");
+  await c.open(0);
+  await see(c.theirs, "first");
+  await w.say("lost ack");
+  await until(() => dropped, "the ack to be dropped");
+  await until(async () => (await statusOf(w.mine.last())) !== "sending", "acked after the reconnection");
+  const copies = sent.filter((f) => f.text === "lost ack");
+  assert.ok(copies.length >= 2, `resent: ${JSON.stringify(copies)}`);
+  assert.ok(copies.every((f) => f.id === copies[0].id), "with the same id");
+  await see(c.theirs, "lost ack");
+  await w.say("after");
+  await see(c.theirs, "after");
+  assert.deepEqual(await c.texts(), ["first", "lost ack", "after"], "stored once");
+  assert.deepEqual(await w.texts(), ["first", "lost ack", "after"]);
+  assert.equal(await w.mine.nth(1).getAttribute("data-seq"), String(dropped.seq), "the original seq");
 });

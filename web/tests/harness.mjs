@@ -89,6 +89,9 @@ export class Gateway {
     this.proc = null;
   }
 
+  /** Freezes the process (SIGSTOP): connections stay open, nothing is answered. */
+  pause() { this.proc.kill("SIGSTOP"); }
+
   async dispose() {
     await this.stop();
     if (this.ownDir) rmSync(this.dir, { recursive: true, force: true });
@@ -155,10 +158,11 @@ async function shopOrigin() {
 }
 
 /** A shop page embedding the widget from `gw`, in a new browser context. */
-export async function shopper(browser, gw, { viewport, attrs = "", errors = [] } = {}) {
+export async function shopper(browser, gw, { viewport, attrs = "", errors = [], setup } = {}) {
   const ctx = await browser.newContext({ viewport: viewport || { width: 1100, height: 760 } });
   const page = await ctx.newPage();
   watch(page, errors);
+  if (setup) await setup(page);
   const q = new URLSearchParams({ gw: gw.base, attrs });
   await page.goto(`${await shopOrigin()}/shop?${q}`);
   return { ctx, page, w: widget(page) };
