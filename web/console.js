@@ -102,6 +102,7 @@
     S.order = [];
     S.selected = null;
     S.pending.clear();
+    S.welcomed = false;
     renderList();
     renderChat();
     showLogin(error);
@@ -167,13 +168,15 @@
     S.me.id = f.id;
     conn("up", "Connected");
     for (const info of f.conversations || []) {
-      const c = conv(info.conv, true);
+      // Assigned while we were disconnected: as new as one assigned live.
+      const c = conv(info.conv, !S.welcomed);
       c.state = info.state === "closed" ? "closed" : "assigned";
       c.note = "";
       if (info.last_seq > c.lastSeq) c.lastSeq = info.last_seq;
       // Fill in the newest page (the gateway replays only what is past our receipt cursor).
       if (!c.loaded) loadHistory(c);
     }
+    S.welcomed = true;
     if (S.status === "away") send({ type: "status", status: "away" });
     // Resend replies that were never acknowledged, same ids.
     for (const [id, p] of S.pending) if (!p.failed) send({ type: "msg", id, conv: p.conv, text: p.text });
