@@ -45,7 +45,12 @@ export class Gateway {
 
   static async start(opts = {}) {
     const gw = new Gateway(opts.dir, opts.port);
-    await gw.start();
+    try {
+      await gw.start();
+    } catch (e) {
+      await gw.dispose();
+      throw e;
+    }
     return gw;
   }
 
