@@ -113,6 +113,15 @@ pub struct TokenArgs {
     /// The data directory holding the demo secret (made if absent) [default: ./kefu-data]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Agents: print a link that opens the agent console logged in (the
+    /// token goes in the URL's fragment, never sent to the server).
+    #[arg(long)]
+    pub url: bool,
+
+    /// The gateway's address as browsers reach it, for --url [default: http:// and the listen address]
+    #[arg(long, value_name = "URL", requires = "url")]
+    pub base_url: Option<String>,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -195,6 +204,16 @@ pub fn token(args: &TokenArgs, env: EnvLookup<'_>) -> Result<String, TokenError>
     if args.ttl.is_zero() {
         return usage("--ttl must be longer than 0s".into());
     }
+    if args.url && args.role != Role::Agent {
+        return usage("--url links to the agent console: it needs --role agent".into());
+    }
+    if let Some(base) = &args.base_url {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return usage(format!(
+                "--base-url {base:?}: must start with http:// or https://"
+            ));
+        }
+    }
 
     let serve = ServeArgs {
         config: args.config.clone(),
@@ -231,7 +250,28 @@ pub fn token(args: &TokenArgs, env: EnvLookup<'_>) -> Result<String, TokenError>
     claims.skill = args.skill.clone();
     claims.lang = args.lang.clone();
     claims.vip = args.vip;
-    Ok(auth::issue(&tenant.secret, &claims)?)
+    let token = auth::issue(&tenant.secret, &claims)?;
+    if !args.url {
+        return Ok(token);
+    }
+    let base = match &args.base_url {
+        Some(base) => base.clone(),
+        None => default_base_url(settings.listen),
+    };
+    Ok(crate::server::assets::console_url(&base, &token))
+}
+
+/// `http://` and the listen address, with a wildcard address replaced by
+/// the loopback address of its family.
+fn default_base_url(listen: std::net::SocketAddr) -> String {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
 }
 
 /// The clap command, with `[env: KEFU_...]` added to the help of every flag
@@ -631,6 +671,65 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{args:?}");
             assert!(e.to_string().contains(why), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn token_url_links_to_the_console() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_map(&[("KEFU_DATA_DIR", dir.path().to_str().unwrap())]);
+        let url = token(&token_args(&["--role=agent", "--sub=alice", "--url"]), &env).unwrap();
+        let jwt = url
+            .strip_prefix("http://127.0.0.1:8080/console#token=")
+            .unwrap_or_else(|| panic!("{url}"));
+        let settings = config::load_with_env(&ServeArgs::default(), &env).unwrap();
+        verify(jwt, &settings.tenants, Duration::ZERO).unwrap();
+
+        let url = token(
+            &token_args(&[
+                "--role=agent",
+                "--sub=alice",
+                "--url",
+                "--base-url=https://chat.acme.example/",
+            ]),
+            &env,
+        )
+        .unwrap();
+        assert!(
+            url.starts_with("https://chat.acme.example/console#token=ey"),
+            "{url}"
+        );
+        assert_eq!(
+            default_base_url("0.0.0.0:80".parse().unwrap()),
+            "http://127.0.0.1:80"
+        );
+        assert_eq!(
+            default_base_url("[::]:81".parse().unwrap()),
+            "http://[::1]:81"
+        );
+
+        for (args, why) in [
+            (&["--role=visitor", "--sub=v", "--url"][..], "--role agent"),
+            (
+                &[
+                    "--role=agent",
+                    "--sub=a",
+                    "--url",
+                    "--base-url=chat.example",
+                ],
+                "http://",
+            ),
+        ] {
+            let e = token(&token_args(args), &env).unwrap_err();
+            assert!(e.to_string().contains(why), "{args:?}: {e}");
+        }
+        // --base-url only goes with --url.
+        assert!(parse_from(argv(&[
+            "token",
+            "--role=agent",
+            "--sub=a",
+            "--base-url=http://x"
+        ]))
+        .is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The HTTP side of the main listener: the upgrade request, `/health`.
+//! The HTTP side of the main listener: the upgrade request, `/health`, and
+//! the web front ends ([`super::assets`]).
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,9 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
         }
     };
     let leftover = buf[head.head_len..filled].to_vec();
+    let asset = (head.path != WS_PATH)
+        .then(|| super::assets::respond(shard, stream, &head, &buf[..head.head_len]))
+        .flatten();
     shard.pool.give(buf);
     match (head.method.as_str(), head.path.as_str()) {
         (_, WS_PATH) => match websocket::accept_upgrade(&head) {
@@ -105,7 +109,7 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
             None
         }
         _ => {
-            let _ = write_all(stream, &not_found()).await;
+            let _ = write_all(stream, &asset.unwrap_or_else(not_found)).await;
             None
         }
     }

@@ -29,6 +29,7 @@
 //!   4401. A file that does not load is logged and changes nothing.
 
 pub mod admin;
+pub mod assets;
 pub mod connection;
 pub mod http;
 pub mod listener;
