@@ -113,6 +113,7 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
     ));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
     let shards = settings.shards;
+    let demo = settings.config_file.is_none();
     let announcer = std::thread::Builder::new()
         .name("kefu-ready".into())
         .spawn(move || {
@@ -128,6 +129,9 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
             let admin = admin.map_or_else(|| "-".to_string(), |a| a.to_string());
             println!("kefu ready listen={listen} admin={admin} shards={shards}");
             tracing::info!(%listen, %admin, shards, "accepting connections");
+        if demo {
+            tracing::info!("demo tenant: open http://{listen}/ for the chat widget and the agent console side by side");
+        }
         })?;
 
     let config = RuntimeConfig {
