@@ -232,3 +232,15 @@ pub fn entries_by_conv(c: &mut Client, n: usize) -> std::collections::BTreeMap<S
     }
     by_conv
 }
+
+/// A visitor whose conversation went back to the queue: the `queued` entry
+/// `seq` and the position `at`, in either order (the position comes from
+/// routing at once, the entry once it is durable).
+pub fn expect_requeued(visitor: &mut Client, conv: &str, seq: u64, at: u32) {
+    let mut seen = [visitor.recv(), visitor.recv()];
+    seen.sort_by_key(|v| v["type"].as_str().unwrap_or_default().to_string());
+    let [entry, queue] = seen;
+    assert_eq!(queue, position(conv, at), "with {entry}");
+    assert_eq!(entry["type"], "msg", "{entry}");
+    assert_eq!(without_ts(entry), queued(conv, seq));
+}
