@@ -148,7 +148,8 @@ fn grace_expired_requeues_at_the_front_of_the_queue() {
 
 #[test]
 fn grace_expired_hands_the_conversations_to_an_online_agent() {
-    let gw = Gateway::start(Options::default().arg("--agent-grace").arg("300ms"));
+    // Two shards: conversations, router and connections spread over both.
+    let gw = Gateway::start(Options::shards(2).arg("--agent-grace").arg("300ms"));
     let mut alice = agent_login(&gw, "alice", &[]);
     let mut convs = Vec::new();
     for i in 0..2 {
@@ -249,7 +250,8 @@ fn an_agent_back_within_grace_keeps_its_conversations_and_resumes_past_its_curso
 
 #[test]
 fn transfer_to_a_connected_agent_moves_the_whole_conversation() {
-    let gw = Gateway::start(Options::default());
+    // Two shards: conversations, router and connections spread over both.
+    let gw = Gateway::start(Options::shards(2));
     let mut alice = agent_login(&gw, "alice", &[]);
     let (mut v1, v1_id) = anon(&gw);
     let c1 = open(&mut v1, "m-1", "I need bob");
