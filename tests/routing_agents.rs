@@ -321,6 +321,59 @@ fn transfer_to_a_connected_agent_moves_the_whole_conversation() {
 }
 
 #[test]
+fn transfer_of_a_long_conversation_gives_the_new_agent_its_whole_log() {
+    // Longer than what the gateway keeps in memory per conversation: the
+    // new agent's copy comes partly from the store.
+    const MESSAGES: u64 = 60;
+    let gw = Gateway::start(Options::default());
+    let mut alice = agent_login(&gw, "alice", &[]);
+    let (mut v1, v1_id) = anon(&gw);
+    let c1 = open(&mut v1, "m-0", "hello");
+    expect_assigned_at_once(&mut v1, &c1, agent("alice"));
+    expect_new_assignment(&mut alice, &c1, &v1_id, ("m-0", "hello"), agent("alice"));
+    let mut log = vec![
+        chat(&c1, 1, "m-0", visitor_from(&v1_id), "hello"),
+        queued(&c1, 2),
+        assigned(&c1, 3, agent("alice")),
+    ];
+    for i in 1..=MESSAGES {
+        let (sender, other, id, from) = if i % 2 == 0 {
+            (&mut v1, &mut alice, format!("m-{i}"), visitor_from(&v1_id))
+        } else {
+            (
+                &mut alice,
+                &mut v1,
+                format!("a-{i}"),
+                json!({"role": "agent", "id": "alice"}),
+            )
+        };
+        let text = format!("message {i}");
+        let conv = (i % 2 == 1).then_some(c1.as_str());
+        let seq = sender.say(&id, conv, &text)["seq"].as_u64().unwrap();
+        assert_eq!(seq, 3 + i);
+        let entry = chat(&c1, seq, &id, from, &text);
+        assert_eq!(next_entry(other), entry);
+        log.push(entry);
+    }
+    let mut bob = agent_login(&gw, "bob", &[]);
+
+    alice.send(json!({"type": "transfer", "conv": c1, "to": "bob"}));
+    let moved = assigned(&c1, 4 + MESSAGES, agent("bob"));
+    assert_eq!(next_entry(&mut v1), moved);
+    assert_eq!(next_entry(&mut alice), moved);
+    log.push(moved);
+    assert_eq!(expect_log(&mut bob, &c1, 4 + MESSAGES), log);
+
+    // And bob is live on it.
+    let ack = v1.say("m-last", None, "thanks");
+    assert_eq!(ack["seq"], 5 + MESSAGES);
+    assert_eq!(
+        next_entry(&mut bob),
+        chat(&c1, 5 + MESSAGES, "m-last", visitor_from(&v1_id), "thanks")
+    );
+}
+
+#[test]
 fn transfer_refusals_leave_the_conversation_where_it_is() {
     let gw = Gateway::start(Options::default());
     let mut alice = agent_login(&gw, "alice", &[]);

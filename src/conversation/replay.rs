@@ -130,6 +130,9 @@ impl Shard {
         mode: ReplayMode,
         mut after: u64,
     ) {
+        // glommio's `spawn_local` polls a new task at once, and the caller
+        // (`start_replay`) still holds `self.convs`: let it return first.
+        futures_lite::future::yield_now().await;
         let mut first = true;
         loop {
             let need = {
