@@ -359,8 +359,15 @@ impl Shard {
         );
     }
 
-    /// The router put the conversation back in the queue.
-    pub fn on_requeue(&self, tenant: TenantId, conv_id: ConvId, previous: UserId) {
+    /// The router put the conversation back in the queue; `excluded` may
+    /// not get it back by routing while it waits.
+    pub fn on_requeue(
+        &self,
+        tenant: TenantId,
+        conv_id: ConvId,
+        previous: UserId,
+        excluded: Option<UserId>,
+    ) {
         let mut convs = self.convs.borrow_mut();
         let Some(conv) = convs
             .get_mut(&tenant, &conv_id)
@@ -371,6 +378,7 @@ impl Shard {
         conv.meta.state = ConvState::Queued;
         conv.meta.queued_ms = now_ms();
         conv.meta.queue_front = true;
+        conv.meta.excluded_agent = excluded;
         self.appender.conv_changed(&tenant, &conv_id);
         self.push_system(conv, LogEvent::Queued, FollowUp::Requeued { previous });
     }
