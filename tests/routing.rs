@@ -388,3 +388,49 @@ fn vip_first_and_queue_positions_follow_the_queue() {
     expect_position(&mut n3, &c3, 1);
     expect_quiet(&mut n3, "the last visitor");
 }
+
+#[test]
+fn a_queued_visitor_that_reconnects_is_told_its_position_again() {
+    let gw = Gateway::start(Options::default());
+    let (mut n1, n1_id) = anon(&gw);
+    let c1 = open(&mut n1, "m-1", "first");
+    expect_queued_at(&mut n1, &c1, 1);
+    let token = gw.visitor_token("v2", &[]);
+    let (mut v2, _) = gw.login(&token);
+    let c2 = open(&mut v2, "m-1", "second");
+    expect_queued_at(&mut v2, &c2, 2);
+
+    // A page reload: the position it was told went to the old connection.
+    v2.close();
+    let (mut v2, welcome) = gw.login(&token);
+    assert_eq!(
+        welcome["conversations"],
+        json!([{"conv": c2, "state": "queued", "last_seq": 2}])
+    );
+    // The replay and the position, in whichever order.
+    let mut got = [v2.recv(), v2.recv(), v2.recv()];
+    got.sort_by_key(|v| {
+        (
+            v["type"].as_str().unwrap_or_default().to_string(),
+            v["seq"].as_u64(),
+        )
+    });
+    let [m1, m2, queue] = got;
+    assert_eq!(
+        without_ts(m1),
+        chat(
+            &c2,
+            1,
+            "m-1",
+            json!({"role": "visitor", "id": "v2"}),
+            "second"
+        )
+    );
+    assert_eq!(without_ts(m2), queued(&c2, 2));
+    assert_eq!(queue, position(&c2, 2));
+
+    // It still follows the queue on the new connection.
+    close(&mut n1, &c1);
+    assert_eq!(next_entry(&mut n1), closed(&c1, 3, "visitor", &n1_id));
+    expect_position(&mut v2, &c2, 1);
+}

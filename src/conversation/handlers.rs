@@ -44,8 +44,16 @@ impl Shard {
                 role: Role::Visitor,
                 id: visitor,
             };
-            match convs.convs.get_mut(&(tenant, id.clone())) {
-                Some(conv) => self.start_replay(conv, who, conn, ReplayMode::Welcome),
+            match convs.convs.get_mut(&(tenant.clone(), id.clone())) {
+                Some(conv) => {
+                    let queued = conv.meta.state == ConvState::Queued;
+                    self.start_replay(conv, who, conn, ReplayMode::Welcome);
+                    if queued {
+                        drop(guard);
+                        let router = self.router_of(&tenant);
+                        self.send(router, Envelope::PositionRequest { tenant, conv: id });
+                    }
+                }
                 None => self.conn_bound(
                     conn.shard,
                     Envelope::Snapshot {

@@ -50,8 +50,10 @@
 //! - **Queue positions** ([`RouterAction::QueuePosition`], 1 = next) are sent
 //!   for a conversation in the same call that puts it in the queue (unless
 //!   that call also assigns it), and from `tick` for every queued conversation
-//!   whose position differs from the last one sent for it. Positions are
-//!   never sent for a conversation that is no longer queued.
+//!   whose position differs from the last one sent for it, and again by
+//!   [`TenantRouter::position_of`] when a visitor connection attaches to a
+//!   queued conversation (the last position went to an older connection).
+//!   Positions are never sent for a conversation that is no longer queued.
 //!
 //! # Choices where the protocol is silent
 //!

@@ -500,6 +500,14 @@ impl TenantRouter {
         }
     }
 
+    /// `conv`'s position again, if it is queued: a visitor connection that
+    /// attached after the last position was sent has not heard it.
+    pub fn position_of(&mut self, conv: &ConvId) -> Vec<RouterAction> {
+        let mut out = Vec::new();
+        self.send_position(conv, &mut out);
+        out
+    }
+
     /// The conversations assigned to `agent` (empty for an unknown agent):
     /// where its connections receive from.
     pub fn agent_convs(&self, agent: &UserId) -> Vec<ConvId> {

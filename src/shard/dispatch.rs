@@ -123,6 +123,7 @@ impl Shard {
                 status,
             } => self.on_agent_status(tenant, agent, status),
             E::Enqueue { tenant, info } => self.on_enqueue(tenant, info),
+            E::PositionRequest { tenant, conv } => self.on_position_request(tenant, conv),
             E::ConvClosed { tenant, conv } => self.on_conv_closed(tenant, conv),
             E::AssignRejected { tenant, conv } => self.on_assign_rejected(tenant, conv),
             E::Transfer {

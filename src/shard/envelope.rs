@@ -260,6 +260,14 @@ pub enum Envelope {
         /// What routing needs.
         info: ConvInfo,
     },
+    /// A visitor connection attached while its conversation is queued: its
+    /// position again (the last one went to an older connection).
+    PositionRequest {
+        /// Tenant.
+        tenant: TenantId,
+        /// The conversation.
+        conv: ConvId,
+    },
     /// A conversation closed (frees its agent or leaves the queue).
     ConvClosed {
         /// Tenant.

@@ -166,6 +166,12 @@ impl Shard {
         self.execute(&tenant, actions);
     }
 
+    /// A visitor connection attached to a queued conversation.
+    pub fn on_position_request(&self, tenant: TenantId, conv: ConvId) {
+        let actions = self.router(&tenant).position_of(&conv);
+        self.execute(&tenant, actions);
+    }
+
     /// A conversation closed.
     pub fn on_conv_closed(&self, tenant: TenantId, conv: ConvId) {
         let actions = self.router(&tenant).conv_closed(&conv, now_ms());
