@@ -434,3 +434,77 @@ fn a_queued_visitor_that_reconnects_is_told_its_position_again() {
     assert_eq!(next_entry(&mut n1), closed(&c1, 3, "visitor", &n1_id));
     expect_position(&mut v2, &c2, 1);
 }
+
+#[test]
+fn tenants_are_routed_apart() {
+    let config = r#"
+[[tenants]]
+id = "acme"
+secret = "acme-secret-acme-secret-acme-secret"
+anonymous_visitors = true
+max_chats = 1
+
+[[tenants]]
+id = "globex"
+secret = "globex-secret-globex-secret-globex"
+anonymous_visitors = true
+"#;
+    let gw = Gateway::start(Options::default().config(config));
+    let login = |tenant: &str, role: &str, id: &str| {
+        let token = gw.token(&["--tenant", tenant, "--role", role, "--sub", id]);
+        let (c, welcome) = gw.login(&token);
+        assert_eq!(welcome["tenant"], tenant);
+        c
+    };
+    // The same agent id in both tenants: two different agents.
+    let mut acme_alice = login("acme", "agent", "alice");
+    let (mut gv, welcome) = gw.anonymous("globex");
+    let gv_id = welcome["id"].as_str().unwrap().to_string();
+    let c_g = open(&mut gv, "m-1", "globex question");
+    expect_queued_at(&mut gv, &c_g, 1);
+    expect_quiet(&mut acme_alice, "an agent of another tenant");
+
+    // acme's queue is its own: position 1 there too, and alice takes it.
+    let (mut av, welcome) = gw.anonymous("acme");
+    let av_id = welcome["id"].as_str().unwrap().to_string();
+    let c_a = open(&mut av, "m-1", "acme question");
+    expect_assigned_at_once(&mut av, &c_a, agent("alice"));
+    expect_new_assignment(
+        &mut acme_alice,
+        &c_a,
+        &av_id,
+        ("m-1", "acme question"),
+        agent("alice"),
+    );
+
+    // No transfer across tenants, even to an agent with the same id.
+    let mut globex_bob = login("globex", "agent", "bob");
+    expect_new_assignment(
+        &mut globex_bob,
+        &c_g,
+        &gv_id,
+        ("m-1", "globex question"),
+        agent("bob"),
+    );
+    acme_alice.send(json!({"type": "transfer", "conv": c_a, "to": "bob"}));
+    expect_error(&mut acme_alice, "not_found", None);
+    globex_bob.send(json!({"type": "transfer", "conv": c_a, "to": "bob"}));
+    expect_error(&mut globex_bob, "not_found", None);
+    expect_quiet(&mut globex_bob, "an agent of another tenant");
+
+    // acme's tenant default max_chats (1) applies to alice, not to globex.
+    let (mut av2, _) = gw.anonymous("acme");
+    let c_a2 = open(&mut av2, "m-1", "another acme question");
+    expect_queued_at(&mut av2, &c_a2, 1);
+    let (mut gv2, welcome) = gw.anonymous("globex");
+    let gv2_id = welcome["id"].as_str().unwrap().to_string();
+    let c_g2 = open(&mut gv2, "m-1", "another globex question");
+    expect_assigned_at_once(&mut gv2, &c_g2, agent("bob"));
+    expect_new_assignment(
+        &mut globex_bob,
+        &c_g2,
+        &gv2_id,
+        ("m-1", "another globex question"),
+        agent("bob"),
+    );
+}
