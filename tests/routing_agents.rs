@@ -482,3 +482,46 @@ fn transfer_back_to_the_queue_goes_to_another_agent_never_back_to_the_sender() {
     assert_eq!(next_entry(&mut v1), assigned(&c1, 5, agent("bob")));
     expect_quiet(&mut alice, "the agent who handed the conversation back");
 }
+
+#[test]
+fn a_goodbye_sent_right_before_close_lands_in_the_conversation() {
+    let gw = Gateway::start(Options::default());
+    let mut alice = agent_login(&gw, "alice", &[]);
+    let alice_from = json!({"role": "agent", "id": "alice"});
+
+    // The agent says goodbye and closes, without waiting for the ack.
+    let (mut v1, v1_id) = anon(&gw);
+    let c1 = open(&mut v1, "m-1", "hello");
+    expect_assigned_at_once(&mut v1, &c1, agent("alice"));
+    expect_new_assignment(&mut alice, &c1, &v1_id, ("m-1", "hello"), agent("alice"));
+    alice.send(json!({"type": "msg", "id": "a-1", "conv": c1, "text": "bye"}));
+    close(&mut alice, &c1);
+    assert_eq!(
+        alice.recv(),
+        json!({"type": "ack", "id": "a-1", "conv": c1, "seq": 4})
+    );
+    assert_eq!(next_entry(&mut alice), closed(&c1, 5, "agent", "alice"));
+    assert_eq!(next_entry(&mut v1), chat(&c1, 4, "a-1", alice_from, "bye"));
+    assert_eq!(next_entry(&mut v1), closed(&c1, 5, "agent", "alice"));
+
+    // The visitor does the same (its message without `conv`): the message
+    // goes to the conversation it closes, it opens no new one.
+    let (mut v2, v2_id) = anon(&gw);
+    let c2 = open(&mut v2, "m-1", "hello");
+    expect_assigned_at_once(&mut v2, &c2, agent("alice"));
+    expect_new_assignment(&mut alice, &c2, &v2_id, ("m-1", "hello"), agent("alice"));
+    v2.send(json!({"type": "msg", "id": "m-2", "text": "thanks, bye"}));
+    close(&mut v2, &c2);
+    assert_eq!(
+        v2.recv(),
+        json!({"type": "ack", "id": "m-2", "conv": c2, "seq": 4})
+    );
+    assert_eq!(next_entry(&mut v2), closed(&c2, 5, "visitor", &v2_id));
+    assert_eq!(
+        next_entry(&mut alice),
+        chat(&c2, 4, "m-2", visitor_from(&v2_id), "thanks, bye")
+    );
+    assert_eq!(next_entry(&mut alice), closed(&c2, 5, "visitor", &v2_id));
+    expect_quiet(&mut alice, "alice");
+    expect_quiet(&mut v2, "the visitor");
+}

@@ -210,6 +210,23 @@ impl Shard {
         conn: ConnRef,
         conv: Option<ConvId>,
     ) {
+        // A `msg` sent before the close may still be in its dedupe lookup:
+        // it must land in the conversation first, as its sender meant, not
+        // be refused (agent) or open a new conversation (visitor).
+        if let Some(target) = self.appender.lookups_target() {
+            let shard = self.rc();
+            glommio::spawn_local(async move {
+                shard.appender.lookups_reach(target).await;
+                shard.close_now(tenant, who, conn, conv);
+            })
+            .detach();
+            return;
+        }
+        self.close_now(tenant, who, conn, conv);
+    }
+
+    /// `close`, once the messages sent before it are accepted.
+    fn close_now(&self, tenant: TenantId, who: Participant, conn: ConnRef, conv: Option<ConvId>) {
         let mut guard = self.convs.borrow_mut();
         let convs = &mut *guard;
         let conv_id = match conv {
