@@ -525,3 +525,23 @@ fn a_goodbye_sent_right_before_close_lands_in_the_conversation() {
     expect_quiet(&mut alice, "alice");
     expect_quiet(&mut v2, "the visitor");
 }
+
+#[test]
+fn an_agent_connecting_is_online_and_its_other_devices_hear_it() {
+    let gw = Gateway::start(Options::default());
+    let token = gw.agent_token("alice", &[]);
+    let (mut alice, _) = gw.login(&token);
+    set_status(&mut alice, "away");
+    let (mut v1, v1_id) = anon(&gw);
+    let c1 = open(&mut v1, "m-1", "hello");
+    expect_queued_at(&mut v1, &c1, 1);
+
+    // A new device: the agent is online again, which the first device is
+    // told, and the waiting conversation comes to both.
+    let (mut alice2, welcome) = gw.login(&token);
+    assert_eq!(welcome["conversations"], json!([]));
+    assert_eq!(alice.recv(), json!({"type": "status", "status": "online"}));
+    expect_new_assignment(&mut alice, &c1, &v1_id, ("m-1", "hello"), agent("alice"));
+    expect_new_assignment(&mut alice2, &c1, &v1_id, ("m-1", "hello"), agent("alice"));
+    assert_eq!(next_entry(&mut v1), assigned(&c1, 3, agent("alice")));
+}
