@@ -123,6 +123,12 @@ pub struct Appender {
     lookups: RefCell<Vec<(Box<Submit>, DedupeKey)>>,
     /// Wakes the lookup task.
     lookup_wake: Notify,
+    /// Submissions handed to the lookup task so far.
+    lookups_queued: Cell<u64>,
+    /// Of those, how many it has accepted or answered.
+    lookups_done: Cell<u64>,
+    /// Fired after each lookup batch.
+    lookups_progress: Event,
     /// Accepted entries waiting for the next group commit, in log order.
     pending: RefCell<VecDeque<PendingEntry>>,
     /// Conversation states to write with the next commit.
@@ -148,6 +154,21 @@ impl Appender {
             && self.dirty_convs.borrow().is_empty()
             && self.dirty_cursors.borrow().is_empty()
             && self.dirty_visitors.borrow().is_empty()
+    }
+
+    /// If submissions wait for (or are in) a lookup: the count to wait for
+    /// with [`Appender::lookups_reach`], so that a command comes after the
+    /// messages its connection sent before it.
+    pub fn lookups_target(&self) -> Option<u64> {
+        let queued = self.lookups_queued.get();
+        (queued > self.lookups_done.get()).then_some(queued)
+    }
+
+    /// Completes once `target` submissions have been accepted or answered.
+    pub async fn lookups_reach(&self, target: u64) {
+        while self.lookups_done.get() < target {
+            self.lookups_progress.listen().await;
+        }
     }
 
     /// Entries accepted and not yet durable.
@@ -213,6 +234,8 @@ impl Shard {
                 convs.dedupe.begin(key.clone());
                 drop(convs);
                 self.appender.lookups.borrow_mut().push((submit, key));
+                let queued = &self.appender.lookups_queued;
+                queued.set(queued.get() + 1);
                 self.appender.lookup_wake.notify();
             }
         }
@@ -227,6 +250,7 @@ impl Shard {
                 continue;
             }
             let batch = std::mem::take(&mut *self.appender.lookups.borrow_mut());
+            let batch_len = batch.len() as u64;
             let keys: Vec<DedupeKey> = batch.iter().map(|(_, key)| key.clone()).collect();
             // Conversations named but not in memory: closed, or unknown.
             let missing: Vec<(TenantId, ConvId)> = {
@@ -270,6 +294,9 @@ impl Shard {
                     }
                 }
             }
+            let done = &self.appender.lookups_done;
+            done.set(done.get() + batch_len);
+            self.appender.lookups_progress.fire();
         }
     }
 

@@ -235,6 +235,30 @@ impl Shard {
         conv: Option<ConvId>,
         reference: Option<Arc<str>>,
     ) {
+        // A `msg` sent before the close may still be in its dedupe lookup:
+        // it must land in the conversation first, as its sender meant, not
+        // be refused (agent) or open a new conversation (visitor).
+        if let Some(target) = self.appender.lookups_target() {
+            let shard = self.rc();
+            glommio::spawn_local(async move {
+                shard.appender.lookups_reach(target).await;
+                shard.close_now(tenant, who, conn, conv, reference);
+            })
+            .detach();
+            return;
+        }
+        self.close_now(tenant, who, conn, conv, reference);
+    }
+
+    /// `close`, once the messages sent before it are accepted.
+    fn close_now(
+        &self,
+        tenant: TenantId,
+        who: Participant,
+        conn: ConnRef,
+        conv: Option<ConvId>,
+        reference: Option<Arc<str>>,
+    ) {
         let mut guard = self.convs.borrow_mut();
         let convs = &mut *guard;
         let conv_id = match conv {
@@ -410,8 +434,15 @@ impl Shard {
         );
     }
 
-    /// The router put the conversation back in the queue.
-    pub fn on_requeue(&self, tenant: TenantId, conv_id: ConvId, previous: UserId) {
+    /// The router put the conversation back in the queue; `excluded` may
+    /// not get it back by routing while it waits.
+    pub fn on_requeue(
+        &self,
+        tenant: TenantId,
+        conv_id: ConvId,
+        previous: UserId,
+        excluded: Option<UserId>,
+    ) {
         let mut convs = self.convs.borrow_mut();
         let Some(conv) = convs
             .get_mut(&tenant, &conv_id)
@@ -423,6 +454,7 @@ impl Shard {
         conv.queue_position = None;
         conv.meta.queued_ms = now_ms();
         conv.meta.queue_front = true;
+        conv.meta.excluded_agent = excluded;
         self.appender.conv_changed(&tenant, &conv_id);
         self.push_system(conv, LogEvent::Queued, FollowUp::Requeued { previous });
     }

@@ -50,8 +50,9 @@
 //! - **Queue positions** ([`RouterAction::QueuePosition`], 1 = next) are sent
 //!   for a conversation in the same call that puts it in the queue (unless
 //!   that call also assigns it), and from `tick` for every queued conversation
-//!   whose position differs from the last one sent for it. Positions are
-//!   never sent for a conversation that is no longer queued.
+//!   whose position differs from the last one sent for it. (A visitor
+//!   connection that attaches later is told the last position by the
+//!   conversation's shard, which remembers it.) Positions are never sent for a conversation that is no longer queued.
 //!
 //! # Choices where the protocol is silent
 //!

@@ -490,6 +490,16 @@ impl TenantRouter {
         self.set_last_agent(visitor, agent, assigned_ms);
     }
 
+    /// The agent that queued `conv` may not get back by routing (it handed
+    /// it back), if `conv` is queued with one: what the conversation's state
+    /// must remember across a restart.
+    pub fn excluded_agent(&self, conv: &ConvId) -> Option<UserId> {
+        match &self.convs.get(conv)?.state {
+            ConvState::Queued { excluded, .. } => excluded.clone(),
+            ConvState::Assigned { .. } => None,
+        }
+    }
+
     /// The conversations assigned to `agent` (empty for an unknown agent):
     /// where its connections receive from.
     pub fn agent_convs(&self, agent: &UserId) -> Vec<ConvId> {

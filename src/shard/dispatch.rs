@@ -96,7 +96,8 @@ impl Shard {
                 tenant,
                 conv,
                 previous,
-            } => self.on_requeue(tenant, conv, previous),
+                excluded,
+            } => self.on_requeue(tenant, conv, previous, excluded),
             E::QueuePosition {
                 tenant,
                 conv,

@@ -202,6 +202,8 @@ pub enum Envelope {
         conv: ConvId,
         /// The agent it was taken from.
         previous: UserId,
+        /// The agent that may not get it back by routing while it waits.
+        excluded: Option<UserId>,
     },
     /// A queued visitor's position.
     QueuePosition {

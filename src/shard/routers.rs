@@ -67,12 +67,14 @@ impl Shard {
                     );
                 }
                 RouterAction::Requeue { conv, previous } => {
+                    let excluded = self.router(tenant).excluded_agent(&conv);
                     self.to_conv(
                         &conv,
                         Envelope::Requeue {
                             tenant: tenant.clone(),
                             conv: conv.clone(),
                             previous,
+                            excluded,
                         },
                     );
                 }
