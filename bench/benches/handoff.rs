@@ -20,11 +20,13 @@ fn mesh_handoff() -> f64 {
         shards: 2,
         ..RuntimeConfig::default()
     };
-    let builder = mesh::builder::<u64>(2, 1024);
+    let tickets = std::sync::Arc::new(std::sync::Mutex::new(
+        mesh::tickets::<u64>(2, 1024).into_iter().map(Some).collect::<Vec<_>>(),
+    ));
     let results = shards::runtime::run(&config, move |ctx| {
-        let builder = builder.clone();
+        let ticket = tickets.lock().unwrap()[ctx.id].take().unwrap();
         async move {
-            let mesh = Mesh::join(builder).await.unwrap();
+            let mesh = Mesh::join(ticket).await.unwrap();
             let done = Rc::new(Notify::new());
             let count = Rc::new(std::cell::Cell::new(0u64));
             let (done2, count2) = (done.clone(), count.clone());

@@ -33,10 +33,26 @@ use glommio::task::JoinHandle;
 use crate::event::Event;
 use crate::notify::Notify;
 
-/// Creates the mesh for `shards` shards, before they start. Each shard then
-/// calls [`Mesh::join`] with a clone of the result.
-pub fn builder<T: Send + 'static>(shards: usize, ring_slots: usize) -> MeshBuilder<Vec<T>, Full> {
-    MeshBuilder::full(shards, ring_slots)
+/// One shard's ticket into the mesh: hand it to the shard, which passes it
+/// to [`Mesh::join`].
+pub type Ticket<T> = MeshBuilder<Vec<T>, Full>;
+
+/// Creates the mesh for `shards` shards, before they start: one ticket per
+/// shard, to be *moved* into each shard's thread and never cloned there.
+///
+/// Why not clone a builder inside each shard: glommio's `MeshBuilder` keeps
+/// its list of peers in an `Rc` and is only made `Send` by an `unsafe impl`.
+/// Cloning or dropping it on several threads at once races on that `Rc`'s
+/// non-atomic count, which can free the list while peers still use it; the
+/// symptom was a mesh join that never completed in about 1 start in 100
+/// under CPU load. All clones are made here, on one thread; each thread
+/// then drops only its own, and the worst a racing drop can do to a count
+/// that starts above the number of droppers is leak one small list.
+pub fn tickets<T: Send + 'static>(shards: usize, ring_slots: usize) -> Vec<Ticket<T>> {
+    let builder = MeshBuilder::full(shards, ring_slots);
+    let mut tickets: Vec<Ticket<T>> = (1..shards).map(|_| builder.clone()).collect();
+    tickets.push(builder);
+    tickets
 }
 
 /// One shard's end of the mesh.
@@ -82,8 +98,9 @@ struct Outbox<T> {
 }
 
 impl<T: Send + 'static> Mesh<T> {
-    /// Joins the mesh (every shard must, before any can send).
-    pub async fn join(builder: MeshBuilder<Vec<T>, Full>) -> std::io::Result<Rc<Self>> {
+    /// Joins the mesh with this shard's ticket (every shard must, before any
+    /// can send).
+    pub async fn join(builder: Ticket<T>) -> std::io::Result<Rc<Self>> {
         let shards = builder.nr_peers();
         let (senders, mut receivers) = builder
             .join()

@@ -141,11 +141,13 @@ mod tests {
             pin: false,
             ..RuntimeConfig::default()
         };
-        let builder = mesh::builder::<(usize, u64)>(2, 16);
+        let tickets = std::sync::Arc::new(std::sync::Mutex::new(
+            mesh::tickets::<(usize, u64)>(2, 16).into_iter().map(Some).collect::<Vec<_>>(),
+        ));
         let results = run(&config, move |ctx| {
-            let builder = builder.clone();
+            let ticket = tickets.lock().unwrap()[ctx.id].take().unwrap();
             async move {
-                let mesh = Mesh::join(builder).await.unwrap();
+                let mesh = Mesh::join(ticket).await.unwrap();
                 let got: Rc<RefCell<Vec<(usize, u64)>>> = Rc::default();
                 let done = Rc::new(crate::notify::Notify::new());
                 let sink = got.clone();

@@ -107,10 +107,15 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
     };
 
     let signal_fds = control_thread(&settings, shared.reloaded.clone())?;
-    let boots = Arc::new(Mutex::new(boots.into_iter().map(Some).collect::<Vec<_>>()));
-    let signal_fds = Arc::new(Mutex::new(
-        signal_fds.into_iter().map(Some).collect::<Vec<_>>(),
-    ));
+    // What each shard starts with, taken (moved, never cloned) by that
+    // shard alone: see `shards::mesh::tickets` for why that matters.
+    let starts: Vec<Option<ShardStart>> = boots
+        .into_iter()
+        .zip(signal_fds)
+        .zip(mesh::tickets::<Envelope>(settings.shards, RING_SLOTS))
+        .map(|((boot, signal), ticket)| Some(ShardStart { boot, signal, ticket }))
+        .collect();
+    let starts = Arc::new(Mutex::new(starts));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
     let shards = settings.shards;
     let demo = settings.config_file.is_none();
@@ -140,17 +145,12 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         name: "kefu-shard".into(),
         ..RuntimeConfig::default()
     };
-    let mesh_builder = mesh::builder::<Envelope>(settings.shards, RING_SLOTS);
     let results = shards::runtime::run(&config, move |ctx: ShardContext| {
-        let boot = boots.lock().expect("boot list")[ctx.id]
+        let start = starts.lock().expect("start list")[ctx.id]
             .take()
-            .expect("one boot per shard");
-        let signal = signal_fds.lock().expect("signal list")[ctx.id]
-            .take()
-            .expect("one signal socket per shard");
-        let (shared, mesh_builder, ready_tx) =
-            (shared.clone(), mesh_builder.clone(), ready_tx.clone());
-        async move { shard_main(ctx, shared, mesh_builder, boot, signal, ready_tx, listen).await }
+            .expect("one start per shard");
+        let (shared, ready_tx) = (shared.clone(), ready_tx.clone());
+        async move { shard_main(ctx, shared, start, ready_tx, listen).await }
     })?;
     for (id, result) in results.into_iter().enumerate() {
         if let Err(e) = result {
@@ -162,21 +162,27 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// What one shard starts with.
+struct ShardStart {
+    /// Its share of the recovered state.
+    boot: ShardBoot,
+    /// Its end of the control socket.
+    signal: OwnedFd,
+    /// Its ticket into the channel mesh.
+    ticket: mesh::Ticket<Envelope>,
+}
+
 /// One shard, from start to drain.
 async fn shard_main(
     ctx: ShardContext,
     shared: Shared,
-    mesh_builder: glommio::channels::channel_mesh::MeshBuilder<
-        Vec<Envelope>,
-        glommio::channels::channel_mesh::Full,
-    >,
-    boot: ShardBoot,
-    signal: OwnedFd,
+    start: ShardStart,
     ready: std::sync::mpsc::Sender<Ready>,
     listen: SocketAddr,
 ) -> Result<(), String> {
     tracing::debug!(shard = ctx.id, "joining the mesh");
-    let mesh = Mesh::join(mesh_builder).await.map_err(|e| e.to_string())?;
+    let ShardStart { boot, signal, ticket } = start;
+    let mesh = Mesh::join(ticket).await.map_err(|e| e.to_string())?;
     tracing::debug!(shard = ctx.id, "joined the mesh");
     let shard = Rc::new(Shard::new(ctx.id, ctx.count, mesh.clone(), &shared));
     shard.set_self();
