@@ -36,11 +36,50 @@
 //!   others.
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod client;
+pub mod control;
 pub mod gateway;
 pub mod net;
 pub mod protocol;
+pub mod report;
+pub mod scenario;
 pub mod stats;
 pub mod token;
 pub mod util;
 pub mod verify;
 pub mod ws;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+/// Runs the command line; returns the exit status (see [`cli::Cli`]).
+pub fn run(cli: Cli) -> ExitCode {
+    let (outcome, json) = match &cli.command {
+        Command::Flood(args) => (scenario::run_flood(args), args.common.json),
+        Command::Chat(args) => (scenario::run_chat(args, None), args.common.json),
+        Command::Soak(args) => (
+            scenario::run_chat(&args.chat, Some((args.churn, args.backoff_max))),
+            args.chat.common.json,
+        ),
+    };
+    if json {
+        if let Some(why) = &outcome.aborted {
+            eprintln!("kefu-loadgen: {why}");
+        }
+        for note in &outcome.notes {
+            eprintln!("kefu-loadgen: note: {note}");
+        }
+        for (kind, n) in &outcome.error_kinds {
+            eprintln!("kefu-loadgen: error: {n} × {kind}");
+        }
+        println!(
+            "{}",
+            serde_json::to_string(&outcome.json()).expect("the report serialises")
+        );
+    } else {
+        print!("{}", outcome.human());
+    }
+    ExitCode::from(outcome.exit_code())
+}
