@@ -39,6 +39,14 @@ pub enum Command {
     Soak(SoakArgs),
 }
 
+/// A CPU list (`--cpus`), as one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Source addresses (`--source-ips`), as one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIps(pub Vec<IpAddr>);
+
 /// Options every scenario has.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
@@ -62,8 +70,8 @@ pub struct Common {
 
     /// CPUs to pin the threads to, e.g. `1` or `2-3` (keep them apart from
     /// the gateway's). Default: the CPUs this process may use (see taskset).
-    #[arg(long, value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    #[arg(long, value_parser = |s: &str| parse_cpus(s).map(CpuList))]
+    pub cpus: Option<CpuList>,
 
     /// Do not pin threads to CPUs.
     #[arg(long)]
@@ -72,8 +80,8 @@ pub struct Common {
     /// Source addresses to spread connections over, so that more than
     /// ~28k fit per gateway address: a count (`8`: 127.0.0.1-127.0.0.8),
     /// a range (`127.0.0.1-127.0.0.20`) or a comma list.
-    #[arg(long, value_parser = crate::net::parse_source_ips)]
-    pub source_ips: Option<Vec<IpAddr>>,
+    #[arg(long, value_parser = |s: &str| crate::net::parse_source_ips(s).map(SourceIps))]
+    pub source_ips: Option<SourceIps>,
 
     /// The tenant.
     #[arg(long, default_value = "demo")]
@@ -212,4 +220,44 @@ pub struct SoakArgs {
     /// Longest wait between reconnection attempts (gateway down).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub backoff_max: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "kefu-loadgen",
+            "flood",
+            "--cpus",
+            "1,3",
+            "--source-ips",
+            "127.0.0.1-127.0.0.3",
+            "--connections",
+            "5",
+            "--target",
+            "ws://127.0.0.1:9/v1/ws",
+        ])
+        .unwrap();
+        let Command::Flood(f) = cli.command else {
+            panic!("not a flood")
+        };
+        assert_eq!(f.common.cpus, Some(CpuList(vec![1, 3])));
+        assert_eq!(f.common.source_ips.unwrap().0.len(), 3);
+        assert_eq!(f.connections, 5);
+        let cli = Cli::try_parse_from(["kefu-loadgen", "soak", "--churn", "3", "--visitors", "7"])
+            .unwrap();
+        let Command::Soak(s) = cli.command else {
+            panic!("not a soak")
+        };
+        assert_eq!((s.churn, s.chat.visitors), (3.0, 7));
+        assert!(
+            Cli::try_parse_from(["kefu-loadgen", "chat", "--secret", "a", "--config", "b"])
+                .is_err()
+        );
+    }
 }

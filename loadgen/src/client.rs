@@ -404,16 +404,7 @@ impl<P: Protocol> Client<P> {
             }
             Inbound::Ack { id, conv, seq } => {
                 let mut st = self.st.borrow_mut();
-                let found = match self.role {
-                    Role::Visitor => id
-                        .strip_prefix('m')
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .and_then(|n| st.pending.iter().position(|p| p.n == n)),
-                    Role::Agent => st
-                        .pending
-                        .iter()
-                        .position(|p| p.reply.as_ref().is_some_and(|(rid, _)| **rid == *id)),
-                };
+                let found = find_pending(self.role, &st.pending, &id);
                 let Some(p) = found else {
                     drop(st);
                     ctx.error("ack for no message in flight");
@@ -441,16 +432,7 @@ impl<P: Protocol> Client<P> {
                 ctx.error(&format!("error frame: {code}"));
                 if let Some(r) = reference {
                     let mut st = self.st.borrow_mut();
-                    let p = match self.role {
-                        Role::Visitor => r
-                            .strip_prefix('m')
-                            .and_then(|n| n.parse::<u64>().ok())
-                            .and_then(|n| st.pending.iter().position(|p| p.n == n)),
-                        Role::Agent => st
-                            .pending
-                            .iter()
-                            .position(|p| p.reply.as_ref().is_some_and(|(rid, _)| **rid == *r)),
-                    };
+                    let p = find_pending(self.role, &st.pending, &r);
                     if let Some(p) = p {
                         // The message failed for good: it is not acked, so
                         // not owed to anyone; forget it.
@@ -608,6 +590,22 @@ impl<P: Protocol> Client<P> {
                 held: view.held,
             })
             .collect()
+    }
+}
+
+/// The position of the message with id `id` among `pending`. A visitor's
+/// pending messages are in increasing number order (binary search); an
+/// agent's replies are looked for from the oldest, which is where acks
+/// usually point.
+fn find_pending(role: Role, pending: &VecDeque<Pending>, id: &str) -> Option<usize> {
+    match role {
+        Role::Visitor => {
+            let n: u64 = id.strip_prefix('m')?.parse().ok()?;
+            pending.binary_search_by_key(&n, |p| p.n).ok()
+        }
+        Role::Agent => pending
+            .iter()
+            .position(|p| p.reply.as_ref().is_some_and(|(rid, _)| **rid == *id)),
     }
 }
 
@@ -781,6 +779,10 @@ pub async fn life<P: Protocol>(ctx: Rc<ThreadCtx<P>>, client: Rc<Client<P>>, sch
         if ctx.phase() >= Phase::Done {
             return;
         }
+        record(
+            &mut ctx.lat.borrow_mut().lag,
+            now_ns().saturating_sub(sched),
+        );
         let opened = net::open(
             &cfg.target,
             ctx.source(),

@@ -73,6 +73,8 @@ pub struct Outcome {
     pub deliver: Percentiles,
     /// Scheduled connect → welcome.
     pub connect: Percentiles,
+    /// The generator's lateness against its own schedule.
+    pub lag: Percentiles,
     /// Connections per second while connecting.
     pub connect_per_sec: f64,
     /// Length of the measurement window, seconds.
@@ -224,6 +226,13 @@ impl Outcome {
                     let _ = writeln!(s, "verification: not run");
                 }
             }
+        }
+        if self.lag.count > 0 {
+            let _ = writeln!(
+                s,
+                "generator lag (scheduled → started): {}",
+                fmt_percentiles(&self.lag)
+            );
         }
         if let Some((before, after)) = self.rss {
             let _ = writeln!(

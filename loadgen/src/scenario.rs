@@ -39,7 +39,7 @@ use crate::control::{Control, Kind, Phase, RunConfig};
 use crate::gateway::{self, CommitBatches};
 use crate::protocol::kefu::KefuV1;
 use crate::report::Outcome;
-use crate::stats::{Latencies, Percentiles, Totals};
+use crate::stats::{record, Latencies, Percentiles, Totals};
 use crate::token::{self, Role, Signer};
 use crate::util::{init_clock, now_ns, rand_below, sleep_until};
 use crate::verify::{ConvExport, Verdict};
@@ -115,7 +115,7 @@ fn runtime(common: &Common) -> RuntimeConfig {
     let cpus = common
         .cpus
         .clone()
-        .unwrap_or_else(shards::runtime::available_cpus);
+        .map_or_else(shards::runtime::available_cpus, |c| c.0);
     RuntimeConfig {
         shards: common.threads.unwrap_or(cpus.len()).max(1),
         cpus: Some(cpus),
@@ -283,14 +283,17 @@ async fn open_loop(
             continue;
         }
         let now = now_ns();
-        let end = ctx.control.window().end;
+        let window = ctx.control.window();
         while let Some(&Reverse((when, k, local))) = due.peek() {
             if when > now {
                 break;
             }
             due.pop();
-            if when >= end {
+            if when >= window.end {
                 continue;
+            }
+            if window.contains(when) {
+                record(&mut ctx.lat.borrow_mut().lag, now - when);
             }
             visitors[local].1.send_next(&ctx, when);
             let again = (base[local] + (k + 1) as f64 * interval) as u64;
@@ -472,6 +475,7 @@ fn collect(
     outcome.ack = Percentiles::of(&lat.ack);
     outcome.deliver = Percentiles::of(&lat.deliver);
     outcome.connect = Percentiles::of(&lat.connect);
+    outcome.lag = Percentiles::of(&lat.lag);
     if verify {
         outcome.verdict = Some(Verdict::merge(exports));
     }
@@ -544,7 +548,7 @@ pub fn run_chat(args: &ChatArgs, churn: Option<(f64, Duration)>) -> Outcome {
         kind,
         target: common.target.clone(),
         tenant: common.tenant.clone(),
-        source_ips: common.source_ips.clone().unwrap_or_default(),
+        source_ips: common.source_ips.clone().map(|s| s.0).unwrap_or_default(),
         connect_timeout: common.connect_timeout,
         text_bytes: args.text_bytes,
         reply_fraction: if args.ping_pong {
@@ -748,7 +752,7 @@ pub fn run_flood(args: &FloodArgs) -> Outcome {
         kind: Kind::Flood,
         target: common.target.clone(),
         tenant: common.tenant.clone(),
-        source_ips: common.source_ips.clone().unwrap_or_default(),
+        source_ips: common.source_ips.clone().map(|s| s.0).unwrap_or_default(),
         connect_timeout: common.connect_timeout,
         text_bytes: 0,
         reply_fraction: 0.0,

@@ -143,6 +143,10 @@ pub struct Latencies {
     pub deliver: Histogram<u64>,
     /// Scheduled connect → welcome (TCP connect, upgrade, hello, welcome).
     pub connect: Histogram<u64>,
+    /// The generator's own lateness: scheduled time → when it actually
+    /// started the send or the connect. Large values mean the load
+    /// generator, not the gateway, was the bottleneck.
+    pub lag: Histogram<u64>,
 }
 
 impl Default for Latencies {
@@ -151,6 +155,7 @@ impl Default for Latencies {
             ack: histogram(),
             deliver: histogram(),
             connect: histogram(),
+            lag: histogram(),
         }
     }
 }
@@ -169,6 +174,7 @@ impl Latencies {
             total.ack.add(&l.ack).expect("same bounds");
             total.deliver.add(&l.deliver).expect("same bounds");
             total.connect.add(&l.connect).expect("same bounds");
+            total.lag.add(&l.lag).expect("same bounds");
         }
         total
     }
