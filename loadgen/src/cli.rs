@@ -79,7 +79,10 @@ pub struct Common {
 
     /// Source addresses to spread connections over, so that more than
     /// ~28k fit per gateway address: a count (`8`: 127.0.0.1-127.0.0.8),
-    /// a range (`127.0.0.1-127.0.0.20`) or a comma list.
+    /// a range (`127.0.0.1-127.0.0.20`) or a comma list. Default on a
+    /// loopback target: one 127.0.0.x per 1000 connections (the kernel's
+    /// port search slows down as a source address fills up); elsewhere
+    /// the kernel's choice.
     #[arg(long, value_parser = |s: &str| crate::net::parse_source_ips(s).map(SourceIps))]
     pub source_ips: Option<SourceIps>,
 

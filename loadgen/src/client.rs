@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -42,7 +43,7 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use shards::notify::Notify;
 
-use crate::control::{Control, Phase, RunConfig};
+use crate::control::{Control, Kind, Phase, RunConfig};
 use crate::net;
 use crate::protocol::{Credentials, Entry, Inbound, Outbox, Protocol};
 use crate::stats::{record, Latencies, Tally};
@@ -761,6 +762,24 @@ impl<P: Protocol> Future for Session<'_, P> {
     }
 }
 
+/// Makes closing the socket send a reset (`SO_LINGER` 0): no TIME_WAIT.
+fn abort_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on our own socket with a properly sized struct.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Backoff before reconnection attempt `attempt` (0-based): 50 ms doubling
 /// up to `max`, with jitter.
 fn backoff(attempt: u32, max: Duration) -> Duration {
@@ -841,6 +860,13 @@ pub async fn life<P: Protocol>(ctx: Rc<ThreadCtx<P>>, client: Rc<Client<P>>, sch
         }
         let tally = ctx.tally();
         match end {
+            End::Stopped if cfg.kind == Kind::Flood => {
+                // Thousands of connections end at once: reset them rather
+                // than leave each port in TIME_WAIT for a minute, which
+                // would starve the next run of ephemeral ports.
+                abort_on_close(&stream);
+                return;
+            }
             End::Stopped => {
                 let mut bye = Vec::new();
                 ws::write_close(&mut bye, 1000, rand_mask());

@@ -172,31 +172,40 @@ fn dechunk(head: &str, body: &str) -> String {
     out
 }
 
-/// Per-shard group-commit batch sizes over a measurement.
+/// Per-shard group commits over a measurement: batch sizes and latency.
 #[derive(Clone, Debug, Default)]
 pub struct CommitBatches {
-    /// Shard label → the histogram's growth during the measurement.
+    /// Shard label → growth of the entries-per-commit histogram.
     pub shards: BTreeMap<String, HistogramSeries>,
+    /// Shard label → growth of the commit latency histogram (seconds).
+    pub flush: BTreeMap<String, HistogramSeries>,
 }
 
 /// The metric the gateway exports for entries per group commit.
 pub const COMMIT_BATCH_METRIC: &str = "kefu_commit_batch_entries";
+/// The metric the gateway exports for group commit latency.
+pub const FLUSH_METRIC: &str = "kefu_flush_seconds";
+
+/// Per-series growth of histogram `name` between two scrapes.
+fn growth(before: &str, after: &str, name: &str) -> BTreeMap<String, HistogramSeries> {
+    let b = parse_histograms(before, name);
+    parse_histograms(after, name)
+        .iter()
+        .map(|(k, s)| {
+            (
+                k.clone(),
+                s.since(b.get(k).unwrap_or(&HistogramSeries::default())),
+            )
+        })
+        .collect()
+}
 
 impl CommitBatches {
-    /// The growth of the batch histograms between two scrapes.
+    /// The growth of the commit histograms between two scrapes.
     pub fn between(before: &str, after: &str) -> CommitBatches {
-        let b = parse_histograms(before, COMMIT_BATCH_METRIC);
-        let a = parse_histograms(after, COMMIT_BATCH_METRIC);
         CommitBatches {
-            shards: a
-                .iter()
-                .map(|(k, s)| {
-                    (
-                        k.clone(),
-                        s.since(b.get(k).unwrap_or(&HistogramSeries::default())),
-                    )
-                })
-                .collect(),
+            shards: growth(before, after, COMMIT_BATCH_METRIC),
+            flush: growth(before, after, FLUSH_METRIC),
         }
     }
 }

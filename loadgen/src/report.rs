@@ -81,6 +81,8 @@ pub struct Outcome {
     pub window_secs: f64,
     /// Gateway RSS before and after, bytes.
     pub rss: Option<(u64, u64)>,
+    /// The load generator's own RSS before and after, bytes.
+    pub own_rss: Option<(u64, u64)>,
     /// Connections the RSS growth is divided by.
     pub rss_connections: u64,
     /// Connections open at the end of the measurement (flood: of the hold).
@@ -245,6 +247,15 @@ impl Outcome {
                 self.rss_connections
             );
         }
+        if let (Some((before, after)), true) = (self.own_rss, self.held > 0) {
+            let _ = writeln!(
+                s,
+                "load generator RSS: {:.1} MiB before, {:.1} MiB after: {:.0} bytes per connection",
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                (after as f64 - before as f64) / self.held as f64
+            );
+        }
         if let Some(batches) = &self.batches {
             for (shard, h) in &batches.shards {
                 let _ = writeln!(
@@ -256,6 +267,17 @@ impl Outcome {
                     h.quantile_bound(0.5).map_or("-".into(), |b| format!("{b}")),
                     h.quantile_bound(0.99).map_or("-".into(), |b| format!("{b}")),
                 );
+                if let Some(f) = batches.flush.get(shard) {
+                    let ms =
+                        |v: Option<f64>| v.map_or("-".into(), |s| format!("{:.2} ms", s * 1e3));
+                    let _ = writeln!(
+                        s,
+                        "gateway shard {shard}: commit latency mean {}, p50 ≤ {}, p99 ≤ {}",
+                        ms(f.mean()),
+                        ms(f.quantile_bound(0.5)),
+                        ms(f.quantile_bound(0.99)),
+                    );
+                }
             }
         }
         let _ = writeln!(s, "errors: {}", t.errors);

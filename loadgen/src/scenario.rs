@@ -548,7 +548,10 @@ pub fn run_chat(args: &ChatArgs, churn: Option<(f64, Duration)>) -> Outcome {
         kind,
         target: common.target.clone(),
         tenant: common.tenant.clone(),
-        source_ips: common.source_ips.clone().map(|s| s.0).unwrap_or_default(),
+        source_ips: common.source_ips.clone().map_or_else(
+            || crate::net::auto_source_ips(common.target.addr, outcome.clients),
+            |s| s.0,
+        ),
         connect_timeout: common.connect_timeout,
         text_bytes: args.text_bytes,
         reply_fraction: if args.ping_pong {
@@ -743,16 +746,14 @@ pub fn run_flood(args: &FloodArgs) -> Outcome {
             .notes
             .push(format!("could not raise RLIMIT_NOFILE: {e}")),
     }
-    if common.source_ips.is_none() && args.connections > 25_000 {
-        outcome.notes.push(
-            "more than ~28k connections from one source address exhaust its ports: use --source-ips".into(),
-        );
-    }
     let cfg = Arc::new(RunConfig {
         kind: Kind::Flood,
         target: common.target.clone(),
         tenant: common.tenant.clone(),
-        source_ips: common.source_ips.clone().map(|s| s.0).unwrap_or_default(),
+        source_ips: common.source_ips.clone().map_or_else(
+            || crate::net::auto_source_ips(common.target.addr, outcome.clients),
+            |s| s.0,
+        ),
         connect_timeout: common.connect_timeout,
         text_bytes: 0,
         reply_fraction: 0.0,
@@ -772,6 +773,7 @@ pub fn run_flood(args: &FloodArgs) -> Outcome {
     });
     let control = Arc::new(Control::new(threads));
     let rss_before = common.gateway_pid.map(gateway::rss_bytes);
+    let own_before = gateway::rss_bytes(std::process::id()).ok();
     let t0 = now_ns() + 50_000_000;
     control.send_start_ns.store(t0, Ordering::Release);
     control.set_phase(Phase::Run);
@@ -812,6 +814,9 @@ pub fn run_flood(args: &FloodArgs) -> Outcome {
         Instant::now() >= hold_end
     });
     outcome.held = Totals::sum(&control.tallies).open;
+    if let (Some(before), Ok(after)) = (own_before, gateway::rss_bytes(std::process::id())) {
+        outcome.own_rss = Some((before, after));
+    }
     if let Some(pid) = common.gateway_pid {
         match (&rss_before, gateway::rss_bytes(pid)) {
             (Some(Ok(before)), Ok(after)) => {
