@@ -7,8 +7,8 @@
 //! client does.
 //!
 //! [`life`] is the client's task: connect, upgrade, hello, then drive the
-//! [`Session`] until the connection ends, then reconnect with backoff if
-//! the scenario wants that. [`Session`] is a hand-written future that,
+//! `Session` until the connection ends, then reconnect with backoff if
+//! the scenario wants that. `Session` is a hand-written future that,
 //! each time it is woken, writes what is queued (one `send` for everything
 //! queued), reads while the socket has data into the thread's scratch
 //! buffer, decodes the frames in place and hands them to the client, then

@@ -53,14 +53,15 @@ pub mod ws;
 use std::process::ExitCode;
 
 use cli::{Cli, Command};
+use protocol::kefu::KefuV1;
 
 /// Runs the command line; returns the exit status (see [`cli::Cli`]).
 pub fn run(cli: Cli) -> ExitCode {
     let (outcome, json) = match &cli.command {
-        Command::Flood(args) => (scenario::run_flood(args), args.common.json),
-        Command::Chat(args) => (scenario::run_chat(args, None), args.common.json),
+        Command::Flood(args) => (scenario::run_flood(KefuV1, args), args.common.json),
+        Command::Chat(args) => (scenario::run_chat(KefuV1, args, None), args.common.json),
         Command::Soak(args) => (
-            scenario::run_chat(&args.chat, Some((args.churn, args.backoff_max))),
+            scenario::run_chat(KefuV1, &args.chat, Some((args.churn, args.backoff_max))),
             args.chat.common.json,
         ),
     };

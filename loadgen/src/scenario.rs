@@ -37,7 +37,7 @@ use crate::cli::{ChatArgs, Common, FloodArgs};
 use crate::client::{life, Client, ThreadCtx};
 use crate::control::{Control, Kind, Phase, RunConfig};
 use crate::gateway::{self, CommitBatches};
-use crate::protocol::kefu::KefuV1;
+use crate::protocol::Protocol;
 use crate::report::Outcome;
 use crate::stats::{record, Latencies, Percentiles, Totals};
 use crate::token::{self, Role, Signer};
@@ -214,9 +214,9 @@ async fn wait_phase<P: crate::protocol::Protocol>(ctx: &ThreadCtx<P>, phase: Pha
 }
 
 /// Starts the life of every client in `clients`, `rate` per second.
-async fn connect_all(
-    ctx: &Rc<ThreadCtx<KefuV1>>,
-    clients: &[Rc<Client<KefuV1>>],
+async fn connect_all<P: Protocol>(
+    ctx: &Rc<ThreadCtx<P>>,
+    clients: &[Rc<Client<P>>],
     rate: f64,
     tasks: &mut Vec<glommio::Task<()>>,
 ) {
@@ -240,7 +240,7 @@ async fn connect_all(
 
 /// Lets every client notice the end, waits a little for them, then
 /// cancels the rest.
-async fn finish(clients: &[Rc<Client<KefuV1>>], tasks: Vec<glommio::Task<()>>) {
+async fn finish<P: Protocol>(clients: &[Rc<Client<P>>], tasks: Vec<glommio::Task<()>>) {
     for c in clients {
         c.wake.notify();
     }
@@ -257,9 +257,9 @@ async fn finish(clients: &[Rc<Client<KefuV1>>], tasks: Vec<glommio::Task<()>>) {
 
 /// The open-loop scheduler of one thread's visitors (`(global index,
 /// client)`), for `total` visitors sending `rate` messages per second.
-async fn open_loop(
-    ctx: Rc<ThreadCtx<KefuV1>>,
-    visitors: Vec<(u32, Rc<Client<KefuV1>>)>,
+async fn open_loop<P: Protocol>(
+    ctx: Rc<ThreadCtx<P>>,
+    visitors: Vec<(u32, Rc<Client<P>>)>,
     total: u32,
     rate: f64,
 ) {
@@ -309,7 +309,7 @@ fn sub_of(run_id: &str, role: Role, i: u32) -> String {
 }
 
 /// One chat (or soak) thread.
-async fn chat_thread(ctx: Rc<ThreadCtx<KefuV1>>, plan: Arc<ChatPlan>) -> ThreadResult {
+async fn chat_thread<P: Protocol>(ctx: Rc<ThreadCtx<P>>, plan: Arc<ChatPlan>) -> ThreadResult {
     let (t, me) = (plan.threads, ctx.id);
     let make = |role: Role, i: u32| {
         let sub = sub_of(&plan.run_id, role, i);
@@ -318,7 +318,7 @@ async fn chat_thread(ctx: Rc<ThreadCtx<KefuV1>>, plan: Arc<ChatPlan>) -> ThreadR
             (Some(s), false) => Some(s.sign(role, &sub, Some(plan.max_chats))),
             _ => None,
         };
-        Rc::new(Client::<KefuV1>::new(
+        Rc::new(Client::<P>::new(
             role,
             i,
             if anonymous { String::new() } else { sub },
@@ -392,7 +392,7 @@ async fn chat_thread(ctx: Rc<ThreadCtx<KefuV1>>, plan: Arc<ChatPlan>) -> ThreadR
 }
 
 /// One flood thread.
-async fn flood_thread(ctx: Rc<ThreadCtx<KefuV1>>, plan: Arc<FloodPlan>) -> ThreadResult {
+async fn flood_thread<P: Protocol>(ctx: Rc<ThreadCtx<P>>, plan: Arc<FloodPlan>) -> ThreadResult {
     let (t, me) = (plan.threads as u64, ctx.id as u64);
     let t0 = ctx.control.send_start_ns.load(Ordering::Acquire);
     let gap = 1e9 / plan.rate.max(1e-3);
@@ -409,7 +409,7 @@ async fn flood_thread(ctx: Rc<ThreadCtx<KefuV1>>, plan: Arc<FloodPlan>) -> Threa
         let sub = sub_of(&plan.run_id, plan.role, i as u32);
         let token = plan.signer.as_ref().map(|s| s.sign(plan.role, &sub, None));
         let anonymous = token.is_none();
-        let client = Rc::new(Client::<KefuV1>::new(
+        let client = Rc::new(Client::<P>::new(
             plan.role,
             i as u32,
             if anonymous { String::new() } else { sub },
@@ -481,8 +481,12 @@ fn collect(
     }
 }
 
-/// `chat` (`churn: None`) or `soak` (`Some((per second, backoff max))`).
-pub fn run_chat(args: &ChatArgs, churn: Option<(f64, Duration)>) -> Outcome {
+/// `chat` (`churn: None`) or `soak` (`Some((per second, backoff max))`)
+/// against a system speaking `proto`.
+pub fn run_chat<P>(proto: P, args: &ChatArgs, churn: Option<(f64, Duration)>) -> Outcome
+where
+    P: Protocol + Clone + Send + Sync,
+{
     init_clock();
     let common = &args.common;
     let kind = if churn.is_some() {
@@ -580,11 +584,11 @@ pub fn run_chat(args: &ChatArgs, churn: Option<(f64, Duration)>) -> Outcome {
     let control = Arc::new(Control::new(threads));
     let rss_before = common.gateway_pid.map(gateway::rss_bytes);
     let handle = {
-        let (cfg, control, plan) = (cfg.clone(), control.clone(), plan.clone());
+        let (cfg, control, plan, proto) = (cfg.clone(), control.clone(), plan.clone(), proto);
         start(rt, move |shard| {
             let ctx = Rc::new(ThreadCtx::new(
                 shard.id,
-                KefuV1,
+                proto.clone(),
                 cfg.clone(),
                 control.clone(),
             ));
@@ -709,8 +713,11 @@ pub fn run_chat(args: &ChatArgs, churn: Option<(f64, Duration)>) -> Outcome {
     outcome
 }
 
-/// `flood`.
-pub fn run_flood(args: &FloodArgs) -> Outcome {
+/// `flood` against a system speaking `proto`.
+pub fn run_flood<P>(proto: P, args: &FloodArgs) -> Outcome
+where
+    P: Protocol + Clone + Send + Sync,
+{
     init_clock();
     let common = &args.common;
     let mut outcome = Outcome {
@@ -778,11 +785,11 @@ pub fn run_flood(args: &FloodArgs) -> Outcome {
     control.send_start_ns.store(t0, Ordering::Release);
     control.set_phase(Phase::Run);
     let handle = {
-        let (cfg, control, plan) = (cfg.clone(), control.clone(), plan.clone());
+        let (cfg, control, plan, proto) = (cfg.clone(), control.clone(), plan.clone(), proto);
         start(rt, move |shard| {
             let ctx = Rc::new(ThreadCtx::new(
                 shard.id,
-                KefuV1,
+                proto.clone(),
                 cfg.clone(),
                 control.clone(),
             ));

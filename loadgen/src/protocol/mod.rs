@@ -11,6 +11,16 @@
 //! "ack" to PUBACK or a JetStream publish ack, and synthesising `seq` from
 //! its own counters (the [`Protocol::Session`] holds such per-connection
 //! state, like MQTT packet ids).
+//!
+//! The scenarios are generic over the protocol (`scenario::run_chat`,
+//! `scenario::run_flood` take one), so a peer needs only this trait and a
+//! subcommand flag to pick it. What the chat scenario relies on, which a
+//! peer driver must provide or synthesise: a [`Inbound::Welcome`] per
+//! connection; for each visitor, an [`Entry`] with event `assigned` once
+//! its counterpart (the agent, or the subscriber of its topic) is in
+//! place, since measuring waits for it; acks carrying the `seq` the
+//! message got, and entries carrying the same `seq` on the other side, in
+//! increasing order per conversation; message ids echoed back unchanged.
 
 pub mod kefu;
 
