@@ -220,6 +220,11 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 1.0)]
     pub churn: f64,
 
+    /// A churned client stays away for a random time up to this before
+    /// reconnecting (long enough, and it comes back to a backlog).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub downtime: Duration,
+
     /// Longest wait between reconnection attempts (gateway down).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub backoff_max: Duration,

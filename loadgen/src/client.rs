@@ -895,7 +895,8 @@ pub async fn life<P: Protocol>(ctx: Rc<ThreadCtx<P>>, client: Rc<Client<P>>, sch
                     .await;
                 }
                 drop(stream);
-                glommio::timer::sleep(Duration::from_millis(rand_below(100))).await;
+                let away = rand_below(cfg.downtime.as_nanos() as u64 + 1);
+                glommio::timer::sleep(Duration::from_nanos(away)).await;
             }
             End::Closed(Some(1001)) => {
                 tally.going_away.add(1);

@@ -168,4 +168,17 @@ pub struct RunConfig {
     pub expect_drops: bool,
     /// Longest wait between reconnection attempts.
     pub backoff_max: Duration,
+    /// Soak: how long a churned client stays away, at most (uniform).
+    pub downtime: Duration,
+}
+
+/// What makes a chat a soak.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Churn {
+    /// Disconnections per second, over all clients.
+    pub per_sec: f64,
+    /// A churned client reconnects after a random time up to this.
+    pub downtime: Duration,
+    /// Longest wait between reconnection attempts.
+    pub backoff_max: Duration,
 }

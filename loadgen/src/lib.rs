@@ -61,7 +61,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Flood(args) => (scenario::run_flood(KefuV1, args), args.common.json),
         Command::Chat(args) => (scenario::run_chat(KefuV1, args, None), args.common.json),
         Command::Soak(args) => (
-            scenario::run_chat(KefuV1, &args.chat, Some((args.churn, args.backoff_max))),
+            scenario::run_chat(
+                KefuV1,
+                &args.chat,
+                Some(control::Churn {
+                    per_sec: args.churn,
+                    downtime: args.downtime,
+                    backoff_max: args.backoff_max,
+                }),
+            ),
             args.chat.common.json,
         ),
     };

@@ -35,7 +35,7 @@ use shards::RuntimeConfig;
 
 use crate::cli::{ChatArgs, Common, FloodArgs};
 use crate::client::{life, Client, ThreadCtx};
-use crate::control::{Control, Kind, Phase, RunConfig};
+use crate::control::{Churn, Control, Kind, Phase, RunConfig};
 use crate::gateway::{self, CommitBatches};
 use crate::protocol::Protocol;
 use crate::report::Outcome;
@@ -481,9 +481,9 @@ fn collect(
     }
 }
 
-/// `chat` (`churn: None`) or `soak` (`Some((per second, backoff max))`)
+/// `chat` (`churn: None`) or `soak` (`Some(churn)`)
 /// against a system speaking `proto`.
-pub fn run_chat<P>(proto: P, args: &ChatArgs, churn: Option<(f64, Duration)>) -> Outcome
+pub fn run_chat<P>(proto: P, args: &ChatArgs, churn: Option<Churn>) -> Outcome
 where
     P: Protocol + Clone + Send + Sync,
 {
@@ -547,7 +547,11 @@ where
             .notes
             .push(format!("could not raise RLIMIT_NOFILE: {e}"));
     }
-    let (churn_rate, backoff_max) = churn.unwrap_or((0.0, Duration::from_secs(2)));
+    let churn = churn.unwrap_or(Churn {
+        per_sec: 0.0,
+        downtime: Duration::ZERO,
+        backoff_max: Duration::from_secs(2),
+    });
     let cfg = Arc::new(RunConfig {
         kind,
         target: common.target.clone(),
@@ -567,7 +571,8 @@ where
         track_ids: kind == Kind::Soak,
         reconnect: true,
         expect_drops: kind == Kind::Soak,
-        backoff_max,
+        backoff_max: churn.backoff_max,
+        downtime: churn.downtime,
     });
     let plan = Arc::new(ChatPlan {
         visitors: args.visitors,
@@ -579,7 +584,7 @@ where
         anonymous: args.anonymous,
         run_id: run_id(common),
         max_chats,
-        churn: churn_rate,
+        churn: churn.per_sec,
     });
     let control = Arc::new(Control::new(threads));
     let rss_before = common.gateway_pid.map(gateway::rss_bytes);
@@ -769,6 +774,7 @@ where
         reconnect: false,
         expect_drops: false,
         backoff_max: Duration::from_secs(1),
+        downtime: Duration::ZERO,
     });
     let plan = Arc::new(FloodPlan {
         connections: args.connections,
