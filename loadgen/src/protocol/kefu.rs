@@ -359,6 +359,13 @@ mod tests {
             d(r#"{"type":"queue","conv":"c","position":3}"#),
             Inbound::Other
         );
+        // Escaped strings are unescaped (and then owned).
+        let Inbound::Ack { id, .. } = d(r#"{"type":"ack","id":"m\"1\u00e9","conv":"c","seq":1}"#)
+        else {
+            panic!("not an ack")
+        };
+        assert_eq!(id, "m\"1é");
+        assert!(matches!(id, Cow::Owned(_)));
         assert!(matches!(d("nope"), Inbound::Malformed(_)));
         assert!(matches!(
             d(r#"{"type":"ack","id":"x"}"#),
