@@ -21,7 +21,10 @@ fn mesh_handoff() -> f64 {
         ..RuntimeConfig::default()
     };
     let tickets = std::sync::Arc::new(std::sync::Mutex::new(
-        mesh::tickets::<u64>(2, 1024).into_iter().map(Some).collect::<Vec<_>>(),
+        mesh::tickets::<u64>(2, 1024)
+            .into_iter()
+            .map(Some)
+            .collect::<Vec<_>>(),
     ));
     let results = shards::runtime::run(&config, move |ctx| {
         let ticket = tickets.lock().unwrap()[ctx.id].take().unwrap();

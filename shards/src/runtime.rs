@@ -142,7 +142,10 @@ mod tests {
             ..RuntimeConfig::default()
         };
         let tickets = std::sync::Arc::new(std::sync::Mutex::new(
-            mesh::tickets::<(usize, u64)>(2, 16).into_iter().map(Some).collect::<Vec<_>>(),
+            mesh::tickets::<(usize, u64)>(2, 16)
+                .into_iter()
+                .map(Some)
+                .collect::<Vec<_>>(),
         ));
         let results = run(&config, move |ctx| {
             let ticket = tickets.lock().unwrap()[ctx.id].take().unwrap();

@@ -123,6 +123,8 @@ pub struct Appender {
     lookups: RefCell<Vec<(Box<Submit>, DedupeKey)>>,
     /// Wakes the lookup task.
     lookup_wake: Notify,
+    /// When receipt cursors were last written (`None`: never).
+    cursors_written: Cell<Option<Instant>>,
     /// Submissions handed to the lookup task so far.
     lookups_queued: Cell<u64>,
     /// Of those, how many it has accepted or answered.
@@ -207,6 +209,14 @@ impl Appender {
     }
 }
 
+/// Entries per group commit, at most: a commit is one sled batch, and a
+/// bounded batch keeps each commit's latency (and the acks waiting on it)
+/// bounded when the shard falls behind; the rest waits for the next commit.
+pub const MAX_BATCH_ENTRIES: usize = 2048;
+
+/// Receipt cursors are written at most this often (see `cursors_due`).
+pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Longest wait between retries of a failing commit.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -232,7 +242,25 @@ impl Shard {
             Some(DedupeState::InFlight(waiters)) => waiters.push(submit.conn),
             None => {
                 convs.dedupe.begin(key.clone());
+                // Fast path: the filter says this id was certainly never
+                // stored, the conversation (if named) is in memory, and no
+                // earlier message waits for a lookup (it must not be
+                // overtaken). Nearly every new message takes it.
+                let named_in_memory = submit.conv.as_ref().is_none_or(|c| {
+                    convs
+                        .convs
+                        .contains_key(&(submit.tenant.clone(), c.clone()))
+                });
                 drop(convs);
+                if named_in_memory
+                    && self.appender.lookups_target().is_none()
+                    && !self
+                        .dedupe_filter
+                        .may_contain(crate::store::dedupe_fingerprint(&key))
+                {
+                    add(&self.metrics.dedupe_filter_skips, 1);
+                    return self.accept_message(submit, key, &HashMap::new());
+                }
                 self.appender.lookups.borrow_mut().push((submit, key));
                 let queued = &self.appender.lookups_queued;
                 queued.set(queued.get() + 1);
@@ -503,7 +531,22 @@ impl Shard {
         let mut backoff = Duration::ZERO;
         loop {
             if !self.has_commit_work() {
-                self.appender.commit_wake.notified().await;
+                if self.appender.dirty_cursors.borrow().is_empty() {
+                    self.appender.commit_wake.notified().await;
+                } else {
+                    // Only cursors wait: write them when they are due.
+                    let since = self
+                        .appender
+                        .cursors_written
+                        .get()
+                        .map_or(CURSOR_FLUSH_INTERVAL, |at| at.elapsed());
+                    let due = CURSOR_FLUSH_INTERVAL.saturating_sub(since);
+                    futures_lite::future::or(
+                        self.appender.commit_wake.notified(),
+                        glommio::timer::sleep(due),
+                    )
+                    .await;
+                }
                 continue;
             }
             let (batch, in_flight) = self.build_batch();
@@ -563,13 +606,32 @@ impl Shard {
         let a = &self.appender;
         !a.pending.borrow().is_empty()
             || !a.dirty_convs.borrow().is_empty()
-            || !a.dirty_cursors.borrow().is_empty()
             || !a.dirty_visitors.borrow().is_empty()
+            || (!a.dirty_cursors.borrow().is_empty() && self.cursors_due())
+    }
+
+    /// Receipt cursors only decide what is replayed after a reconnection:
+    /// losing the newest second of them to a crash means some entries are
+    /// delivered again (and dropped by the client by seq), never lost. So
+    /// they are written at most once per [`CURSOR_FLUSH_INTERVAL`], not with
+    /// every commit, which saves a store write per receipt under load. A
+    /// drain writes them at once.
+    fn cursors_due(&self) -> bool {
+        self.draining()
+            || self
+                .appender
+                .cursors_written
+                .get()
+                .is_none_or(|at| at.elapsed() >= CURSOR_FLUSH_INTERVAL)
     }
 
     /// Takes everything queued, assigns seqs in order, and builds one batch.
     fn build_batch(&self) -> (CommitBatch, InFlight) {
-        let pending = std::mem::take(&mut *self.appender.pending.borrow_mut());
+        let pending: Vec<PendingEntry> = {
+            let mut queue = self.appender.pending.borrow_mut();
+            let take = queue.len().min(MAX_BATCH_ENTRIES);
+            queue.drain(..take).collect()
+        };
         let mut convs = self.convs.borrow_mut();
         let mut ops = Vec::with_capacity(pending.len() * 2 + 4);
         let mut entries = Vec::with_capacity(pending.len());
@@ -608,7 +670,12 @@ impl Shard {
                 });
             }
         }
-        let cursors: Vec<_> = self.appender.dirty_cursors.borrow_mut().drain().collect();
+        let cursors: Vec<_> = if self.cursors_due() {
+            self.appender.cursors_written.set(Some(Instant::now()));
+            self.appender.dirty_cursors.borrow_mut().drain().collect()
+        } else {
+            Vec::new()
+        };
         for ((tenant, conv, who), seq) in &cursors {
             ops.push(Op::Cursor {
                 tenant: tenant.clone(),
@@ -658,6 +725,8 @@ impl Shard {
                         .filter(|s| !s.catching_up && s.conn != conn)
                         .map(|s| s.conn)
                         .collect();
+                    self.dedupe_filter
+                        .insert(crate::store::dedupe_fingerprint(&key));
                     let waiters = convs.dedupe.complete(&key, conv_id.clone(), seq);
                     add(&self.metrics.acks, 1 + waiters.len() as u64);
                     for c in std::iter::once(conn).chain(waiters) {

@@ -14,6 +14,7 @@
 
 pub mod append;
 pub mod dedupe;
+pub mod filter;
 pub mod handlers;
 pub mod replay;
 pub mod tail;

@@ -169,6 +169,9 @@ pub struct ShardMetrics {
     pub acks: Cell<u64>,
     /// Resent ids answered from the dedupe index without appending.
     pub duplicates: Cell<u64>,
+    /// New messages accepted without a store lookup (the dedupe filter
+    /// ruled them out).
+    pub dedupe_filter_skips: Cell<u64>,
     /// Frames queued to connections (fan-out deliveries, replays, answers).
     pub frames_out: Cell<u64>,
     /// `error` frames sent, by [`ErrorCode`].
@@ -217,6 +220,7 @@ impl Default for ShardMetrics {
             entries_appended: zero(),
             acks: zero(),
             duplicates: zero(),
+            dedupe_filter_skips: zero(),
             frames_out: zero(),
             errors: std::array::from_fn(|_| zero()),
             commit_failures: zero(),
@@ -295,6 +299,8 @@ pub struct ShardSnapshot {
     pub acks: u64,
     /// See [`ShardMetrics::duplicates`].
     pub duplicates: u64,
+    /// See [`ShardMetrics::dedupe_filter_skips`].
+    pub dedupe_filter_skips: u64,
     /// See [`ShardMetrics::frames_out`].
     pub frames_out: u64,
     /// See [`ShardMetrics::errors`].
@@ -344,6 +350,7 @@ impl ShardMetrics {
             entries_appended: self.entries_appended.get(),
             acks: self.acks.get(),
             duplicates: self.duplicates.get(),
+            dedupe_filter_skips: self.dedupe_filter_skips.get(),
             frames_out: self.frames_out.get(),
             errors: copy(&self.errors).try_into().expect("9 codes"),
             commit_failures: self.commit_failures.get(),

@@ -139,6 +139,12 @@ impl Collector for Snapshots {
         )?;
         per_shard_counter(
             &mut e,
+            "kefu_dedupe_filter_skips",
+            "New messages accepted without a dedupe lookup in the store.",
+            |s| s.dedupe_filter_skips,
+        )?;
+        per_shard_counter(
+            &mut e,
             "kefu_frames_out",
             "Frames queued to connections.",
             |s| s.frames_out,

@@ -85,6 +85,17 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         SledStore::open(&settings.data_dir.join("store"), &settings.store)
             .map_err(|e| format!("opening the store in {}: {e}", settings.data_dir.display()))?,
     );
+    let dedupe_filter = Arc::new(crate::conversation::filter::DedupeFilter::new(
+        crate::conversation::filter::DEFAULT_BITS,
+    ));
+    let ids = store
+        .dedupe_fingerprints(&mut |fingerprint| dedupe_filter.insert(fingerprint))
+        .map_err(|e| format!("reading the dedupe index: {e}"))?;
+    tracing::info!(
+        ids,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "dedupe filter filled"
+    );
     let recovered = store
         .recover()
         .map_err(|e| format!("recovering the store: {e}"))?;
@@ -103,6 +114,7 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         store: store.clone(),
         ready: ready_flag.clone(),
         draining: Arc::new(AtomicBool::new(false)),
+        dedupe_filter,
         reloaded: Arc::new(Mutex::new(settings.tenants.clone())),
     };
 
@@ -113,7 +125,13 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         .into_iter()
         .zip(signal_fds)
         .zip(mesh::tickets::<Envelope>(settings.shards, RING_SLOTS))
-        .map(|((boot, signal), ticket)| Some(ShardStart { boot, signal, ticket }))
+        .map(|((boot, signal), ticket)| {
+            Some(ShardStart {
+                boot,
+                signal,
+                ticket,
+            })
+        })
         .collect();
     let starts = Arc::new(Mutex::new(starts));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
@@ -181,7 +199,11 @@ async fn shard_main(
     listen: SocketAddr,
 ) -> Result<(), String> {
     tracing::debug!(shard = ctx.id, "joining the mesh");
-    let ShardStart { boot, signal, ticket } = start;
+    let ShardStart {
+        boot,
+        signal,
+        ticket,
+    } = start;
     let mesh = Mesh::join(ticket).await.map_err(|e| e.to_string())?;
     tracing::debug!(shard = ctx.id, "joined the mesh");
     let shard = Rc::new(Shard::new(ctx.id, ctx.count, mesh.clone(), &shared));

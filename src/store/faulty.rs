@@ -102,6 +102,11 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.commit(batch)
     }
 
+    fn dedupe_fingerprints(&self, visit: &mut dyn FnMut(u64)) -> Result<u64, StoreError> {
+        self.check("dedupe_fingerprints", false)?;
+        self.inner.dedupe_fingerprints(visit)
+    }
+
     fn lookup_dedupe(&self, keys: &[DedupeKey]) -> Result<Vec<Option<DedupeHit>>, StoreError> {
         self.check("lookup_dedupe", false)?;
         self.inner.lookup_dedupe(keys)

@@ -272,6 +272,11 @@ pub trait Store: Send + Sync + 'static {
     /// log entry: its cost follows the open conversations and the visitors,
     /// not the size of the log.
     fn recover(&self) -> Result<Recovered, StoreError>;
+
+    /// Visits the [`dedupe_fingerprint`] of every stored `(sender, id)`
+    /// (start-up fills the in-memory dedupe filter with them); returns how
+    /// many there were.
+    fn dedupe_fingerprints(&self, visit: &mut dyn FnMut(u64)) -> Result<u64, StoreError>;
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -312,6 +317,17 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn recover(&self) -> Result<Recovered, StoreError> {
         (**self).recover()
     }
+
+    fn dedupe_fingerprints(&self, visit: &mut dyn FnMut(u64)) -> Result<u64, StoreError> {
+        (**self).dedupe_fingerprints(visit)
+    }
+}
+
+/// A 64-bit fingerprint of a dedupe key: the stable hash of its stored
+/// key bytes, so the same function serves ids being sent and ids read back
+/// from the store.
+pub fn dedupe_fingerprint(key: &DedupeKey) -> u64 {
+    shards::stable_hash(&[&keys::dedupe_key(&key.tenant, &key.sender, &key.client_id)])
 }
 
 /// What [`Store::recover`] found.

@@ -580,6 +580,17 @@ impl Store for SledStore {
         self.conv_inner(tenant, conv)
     }
 
+    fn dedupe_fingerprints(&self, visit: &mut dyn FnMut(u64)) -> Result<u64, StoreError> {
+        self.check_readable()?;
+        let mut count = 0;
+        for item in self.db.scan_prefix([keys::TAG_DEDUPE]) {
+            let (key, _) = item.map_err(StoreError::sled("read the dedupe index"))?;
+            visit(shards::stable_hash(&[&key]));
+            count += 1;
+        }
+        Ok(count)
+    }
+
     fn recover(&self) -> Result<Recovered, StoreError> {
         self.check_readable()?;
         let mut recovered = Recovered::default();
