@@ -55,6 +55,20 @@ fn visitor_entry(i: u64, seq: u64) -> Entry {
     }
 }
 
+/// The server's close frame with `code` has arrived (and our reply gone
+/// out): the server must send nothing after it (RFC 6455, 5.5.1) and then
+/// close the TCP connection. Returns "close CODE", followed by what came
+/// next if that was anything else.
+fn closed_with(client: &mut Client, code: u16) -> String {
+    match client.read() {
+        Incoming::Gone(why) if why == "Connection closed normally" => format!("close {code}"),
+        Incoming::Json(v) => format!("close {code}, then a frame after it: {v}"),
+        Incoming::Close(again) => format!("close {code}, then a second close {again}"),
+        Incoming::Gone(why) => format!("close {code}, then {why}"),
+        Incoming::Timeout => format!("close {code}, then the connection stayed open"),
+    }
+}
+
 /// What a pipelined stream of messages got back.
 #[derive(Default)]
 struct Stream {
@@ -131,7 +145,7 @@ fn pipeline(
                 _ => panic!("unexpected frame while streaming: {v}"),
             },
             Incoming::Close(code) => {
-                out.ended = format!("close {code}");
+                out.ended = closed_with(client, code);
                 out.view = view;
                 return out;
             }
@@ -166,7 +180,7 @@ fn follow(mut agent: Client, conv: String, mut view: View) -> (View, String) {
                 view.violations.push(format!("agent got an error: {v}"))
             }
             Incoming::Json(_) => {}
-            Incoming::Close(code) => return (view, format!("close {code}")),
+            Incoming::Close(code) => return (view, closed_with(&mut agent, code)),
             Incoming::Gone(why) => return (view, format!("gone: {why}")),
             Incoming::Timeout => {
                 view.violations
@@ -461,4 +475,135 @@ fn sigkill_under_load_loses_nothing_one_shard() {
 #[test]
 fn sigkill_under_load_loses_nothing_two_shards() {
     sigkill_under_load(2);
+}
+
+/// An idle client's side of a drain: waits for the server's close,
+/// skipping entries (a second device of the agent receives the chat).
+fn await_close(mut client: Client) -> String {
+    loop {
+        match client.read() {
+            Incoming::Close(code) => return closed_with(&mut client, code),
+            Incoming::Json(v) if v["type"] == "msg" => continue,
+            Incoming::Json(v) => return format!("unexpected frame {v}"),
+            Incoming::Gone(why) => return format!("gone: {why}"),
+            Incoming::Timeout => return "no close frame".into(),
+        }
+    }
+}
+
+#[test]
+fn sigterm_under_load_closes_with_1001_and_keeps_every_ack() {
+    const DRAIN_BOUND: Duration = Duration::from_secs(15);
+    let options = Options::shards(2).arg("--msg-rate-limit").arg("0");
+    let mut gw = Gateway::start(options.clone());
+    let visitor_token = gw.visitor_token(VISITOR, &["--name", "Ann"]);
+    let agent_token = gw.agent_token(AGENT, &["--name", "Alice"]);
+    let (mut visitor, _) = gw.login(&visitor_token);
+    let ack = visitor.say(&msg_id(0), None, &msg_text(0));
+    let conv = ack["conv"].as_str().expect("conv").to_string();
+    let mut acked: Acked = BTreeMap::from([(0, 1)]);
+    let (mut agent, _) = gw.login(&agent_token);
+    let mut agent_view = View::default();
+    read_until(&mut agent, &conv, &mut agent_view, 3);
+    let mut visitor_view = View::holding(1, BTreeMap::from([(1, visitor_entry(0, 1))]));
+    read_until(&mut visitor, &conv, &mut visitor_view, 3);
+    // Idle connections of every kind: anonymous visitors, a second device
+    // of the agent, another agent.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(gw.anonymous("demo").0);
+    }
+    idle.push(gw.login(&agent_token).0);
+    idle.push(gw.login(&gw.agent_token("bob", &[])).0);
+    let idle: Vec<_> = idle
+        .into_iter()
+        .map(|c| thread::spawn(move || await_close(c)))
+        .collect();
+
+    let (tx, rx) = mpsc::channel();
+    let stream_conv = conv.clone();
+    let streamer = thread::spawn(move || {
+        pipeline(
+            &mut visitor,
+            &stream_conv,
+            1..,
+            visitor_view,
+            Some((300, tx)),
+        )
+    });
+    let follow_conv = conv.clone();
+    let follower = thread::spawn(move || follow(agent, follow_conv, agent_view));
+    rx.recv_timeout(STREAM_TIMEOUT)
+        .expect("the stream reached 300 acks");
+    gw.sigterm();
+    let (status, took) = gw.wait_exit(DRAIN_BOUND);
+    let stream = streamer.join().expect("streamer");
+    let (agent_view, agent_end) = follower.join().expect("agent");
+    let idle_ends: Vec<String> = idle.into_iter().map(|t| t.join().expect("idle")).collect();
+    eprintln!(
+        "SIGTERM with {} messages sent, {} acked: exited {status} after {took:.1?}; visitor: {}; agent: {agent_end}; idle clients: {idle_ends:?}",
+        stream.sent.len(),
+        stream.acks.len() + 1,
+        stream.ended,
+    );
+    assert!(status.success(), "a drain exits cleanly: {status}");
+    assert_eq!(stream.ended, "close 1001", "the streaming visitor");
+    assert_eq!(agent_end, "close 1001", "the agent");
+    for end in &idle_ends {
+        assert_eq!(end, "close 1001", "every idle client");
+    }
+    assert!(stream.errors.is_empty(), "errors: {:?}", stream.errors);
+    stream.view.assert_ok("visitor");
+    agent_view.assert_ok("agent");
+    merge(&mut acked, &stream);
+
+    gw.restart(options);
+    let (mut visitor, view) = reconnect_visitor(&gw, &visitor_token, &conv, &acked);
+    let next_new = stream.sent.iter().max().map_or(1, |m| m + 1);
+    let unacked: Vec<u64> = (0..next_new).filter(|i| !acked.contains_key(i)).collect();
+    let durable = view.held;
+    let resend = pipeline(&mut visitor, &conv, unacked.clone(), view, None);
+    assert_eq!(resend.ended, "done");
+    let stored_before = unacked_found_stored(&acked, &resend, &unacked, durable);
+    merge(&mut acked, &resend);
+    let (entries, _) = sync_all(&mut visitor, &conv);
+    let log = Log::check(&conv, entries);
+    for (&i, &seq) in &acked {
+        assert_eq!(
+            log.entries.get(&seq),
+            Some(&visitor_entry(i, seq)),
+            "{} where its ack said",
+            msg_id(i)
+        );
+    }
+    assert_eq!(log.by_id.len() as u64, next_new, "each message once");
+    for (seq, e) in &agent_view.entries {
+        assert_eq!(Some(e), log.entries.get(seq), "the agent saw seq {seq}");
+    }
+    eprintln!(
+        "after the drain: {} acked before SIGTERM all present once at their seqs; {} unacknowledged resent ({stored_before} of them stored during the drain); log 1..={} with no gap",
+        stream.acks.len() + 1,
+        unacked.len(),
+        log.last()
+    );
+}
+
+#[test]
+fn sigterm_of_an_idle_gateway_exits_at_once() {
+    let mut gw = Gateway::start(Options::shards(2));
+    gw.sigterm();
+    let (status, took) = gw.wait_exit(Duration::from_secs(2));
+    eprintln!("idle, no connection: exited {status} after {took:.1?}");
+    assert!(status.success());
+
+    // The same with an idle visitor connected: it is closed with 1001.
+    gw.restart(Options::shards(2));
+    let (visitor, _) = gw.anonymous("demo");
+    let waiter = thread::spawn(move || await_close(visitor));
+    gw.sigterm();
+    let (status, took) = gw.wait_exit(Duration::from_secs(2));
+    let end = waiter.join().expect("visitor");
+    eprintln!("idle, one connection: exited {status} after {took:.1?}; the visitor saw {end}");
+    assert!(status.success());
+    assert_eq!(end, "close 1001");
 }
