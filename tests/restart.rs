@@ -213,7 +213,7 @@ fn state_survives_restarts_with_other_shard_counts() {
         &[assigned(&a, 8, 5), assigned(&b, 3, 1)],
     );
     let mut va = login_expect(&gw, &va_t, "va", &[assigned(&a, 8, 6)]);
-    let _vb = login_expect(&gw, &vb_t, "vb", &[assigned(&b, 3, 1)]);
+    let vb = login_expect(&gw, &vb_t, "vb", &[assigned(&b, 3, 1)]);
     let mut vc = login_expect(&gw, &vc_t, "vc", &[queued(&c, 1)]);
     let mut anon = login_expect(&gw, &anon_t, "the anonymous visitor", &[queued(&d, 1)]);
     resend(&mut va, "a-1", None, &a, 1);
@@ -234,7 +234,9 @@ fn state_survives_restarts_with_other_shard_counts() {
     let open = common::metric_by_label(&gw.metrics(), "kefu_conversations_open", "shard");
     eprintln!("shards=2: open conversations by shard {open:?}");
     assert_eq!(open.values().sum::<f64>(), 4.0, "four open conversations");
-    drop((alice, va, vc, anon));
+    // Clients gone first: a drain waits (at most 2 s) for each client's
+    // answer to its close frame.
+    drop((alice, va, vb, vc, anon));
     let status = gw.terminate(Duration::from_secs(15));
     assert!(status.success());
 
@@ -289,7 +291,7 @@ fn state_survives_restarts_with_other_shard_counts() {
         &[assigned(&a, 11, 10), assigned(&b, 4, 4)],
     );
     let mut bob = login_expect(&gw, &bob_t, "bob", &[by_bob]);
-    let _va = login_expect(&gw, &va_t, "va", &[assigned(&a, 11, 11)]);
+    let va = login_expect(&gw, &va_t, "va", &[assigned(&a, 11, 11)]);
     let mut vc = login_expect(
         &gw,
         &vc_t,
@@ -318,7 +320,7 @@ fn state_survives_restarts_with_other_shard_counts() {
     assert_eq!(expect_msg(&mut alice, &b, 5)["event"], "closed");
     say_at(&mut carol, "w-1", Some(&d), 4);
     expect_msg(&mut anon, &d, 4);
-    drop((alice, bob, vc, anon, carol));
+    drop((alice, bob, va, vc, anon, carol));
     let status = gw.terminate(Duration::from_secs(15));
     assert!(status.success());
 
