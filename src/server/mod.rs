@@ -121,7 +121,19 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         name: "kefu-shard".into(),
         ..RuntimeConfig::default()
     };
+    // glommio 0.9's MeshBuilder is Send but counts its clones in a plain
+    // `Rc`: cloning it on one thread while another drops its clone can lose
+    // an increment and free the builder's peer list under a shard still
+    // using it (seen as a use-after-free, and a crash at exit). So every
+    // clone is made here, before any shard thread exists, and handed out
+    // by moving; shard threads only ever drop theirs (inside `join`), and
+    // this original outlives them all.
     let mesh_builder = mesh::builder::<Envelope>(settings.shards, RING_SLOTS);
+    let mesh_builders = Arc::new(Mutex::new(
+        (0..settings.shards)
+            .map(|_| Some(mesh_builder.clone()))
+            .collect::<Vec<_>>(),
+    ));
     let results = shards::runtime::run(&config, move |ctx: ShardContext| {
         let boot = boots.lock().expect("boot list")[ctx.id]
             .take()
@@ -129,10 +141,13 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         let signal = signal_fds.lock().expect("signal list")[ctx.id]
             .take()
             .expect("one signal socket per shard");
-        let (shared, mesh_builder, ready_tx) =
-            (shared.clone(), mesh_builder.clone(), ready_tx.clone());
+        let mesh_builder = mesh_builders.lock().expect("mesh builder list")[ctx.id]
+            .take()
+            .expect("one mesh builder per shard");
+        let (shared, ready_tx) = (shared.clone(), ready_tx.clone());
         async move { shard_main(ctx, shared, mesh_builder, boot, signal, ready_tx, listen).await }
     })?;
+    drop(mesh_builder);
     for (id, result) in results.into_iter().enumerate() {
         if let Err(e) = result {
             return Err(format!("shard {id}: {e}").into());
