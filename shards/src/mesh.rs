@@ -46,12 +46,15 @@ pub type Ticket<T> = MeshBuilder<Vec<T>, Full>;
 /// non-atomic count, which can free the list while peers still use it; the
 /// symptom was a mesh join that never completed in about 1 start in 100
 /// under CPU load. All clones are made here, on one thread; each thread
-/// then drops only its own, and the worst a racing drop can do to a count
-/// that starts above the number of droppers is leak one small list.
+/// then drops only its own, and one reference is kept forever, so a racing
+/// drop can at worst leak that small list, never free it under a user.
 pub fn tickets<T: Send + 'static>(shards: usize, ring_slots: usize) -> Vec<Ticket<T>> {
     let builder = MeshBuilder::full(shards, ring_slots);
-    let mut tickets: Vec<Ticket<T>> = (1..shards).map(|_| builder.clone()).collect();
-    tickets.push(builder);
+    let tickets: Vec<Ticket<T>> = (0..shards).map(|_| builder.clone()).collect();
+    // One reference is never dropped, so the shards' concurrent drops can
+    // never bring the count to zero: the peer list is leaked once per
+    // process instead of ever being freed by a racing drop.
+    std::mem::forget(builder);
     tickets
 }
 

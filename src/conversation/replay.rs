@@ -79,8 +79,14 @@ impl Shard {
         }
         let shard = self.rc();
         let (tenant, id) = (conv.tenant.clone(), conv.id.clone());
-        glommio::spawn_local(async move { shard.catch_up(tenant, id, conn, mode, after).await })
-            .detach();
+        // glommio polls a spawned task right away, and every caller holds
+        // `convs` borrowed (`conv` is in it): yield first, so that the
+        // catch-up starts after the caller has returned.
+        glommio::spawn_local(async move {
+            futures_lite::future::yield_now().await;
+            shard.catch_up(tenant, id, conn, mode, after).await
+        })
+        .detach();
     }
 
     fn send_replay(

@@ -344,6 +344,7 @@ impl Future for Driver {
                     this.close_queued = true;
                     this.hello_timer = None;
                     this.conn.push_control(websocket::close_frame(code, reason));
+                    this.conn.close_queued.set(true);
                     this.linger = Some(Timer::new(CLOSE_LINGER));
                 }
             }

@@ -100,6 +100,9 @@ pub struct Conn {
     pub wake: Notify,
     /// A close the connection task must carry out: (code, reason).
     pub close_request: Cell<Option<(u16, &'static str)>>,
+    /// Our close frame is queued: no data frame may follow it (RFC 6455,
+    /// section 5.5.1), so later frames are dropped.
+    pub close_queued: Cell<bool>,
     /// Drop without a close frame (the peer is not reading).
     pub abort: Cell<bool>,
     /// When the connection was upgraded.
@@ -122,6 +125,7 @@ impl Conn {
             out: RefCell::new(Outbound::default()),
             wake: Notify::new(),
             close_request: Cell::new(None),
+            close_queued: Cell::new(false),
             abort: Cell::new(false),
             since: Instant::now(),
             last_read: Cell::new(Instant::now()),
@@ -134,8 +138,7 @@ impl Conn {
     pub fn push(&self, frames: impl IntoIterator<Item = Bytes>) -> usize {
         let mut out = self.out.borrow_mut();
         let out = &mut *out;
-        // Closing: no data frame may follow our close frame (RFC 6455 §5.5.1).
-        if self.close_request.get().is_some() {
+        if self.close_queued.get() {
             return out.bytes;
         }
         if let Some(welcome) = &mut out.welcome {

@@ -310,6 +310,33 @@ impl Gateway {
         }
     }
 
+    /// Sends SIGTERM without waiting (see [`Gateway::wait_exit`]).
+    pub fn sigterm(&self) {
+        let pid = self.pid();
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the process to exit (at most `limit`); returns its status
+    /// and how long the wait took. Panics if it did not exit in time.
+    pub fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("gateway did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Starts a new process on the same data directory.
     pub fn restart(&mut self, options: Options) {
         assert!(self.child.is_none(), "stop the gateway first");
@@ -342,6 +369,42 @@ pub fn sum_metric(text: &str, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The sum of a metric's samples per value of `label` (e.g. per `shard`).
+pub fn metric_by_label(
+    text: &str,
+    name: &str,
+    label: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let key = format!("{label}=\"");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if !(line.starts_with(name) && line.as_bytes().get(name.len()) == Some(&b'{')) {
+            continue;
+        }
+        let Some(at) = line.find(&key) else { continue };
+        let rest = &line[at + key.len()..];
+        let Some(end) = rest.find('"') else { continue };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        *out.entry(rest[..end].to_string()).or_insert(0.0) += value;
+    }
+    out
+}
+
+/// What a read from a [`Client`] found, without panicking.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A JSON text frame.
+    Json(Value),
+    /// The server's close frame, with its code (1005: none).
+    Close(u16),
+    /// Nothing within the wait.
+    Timeout,
+    /// The connection ended without a close frame (reset, EOF, error).
+    Gone(String),
 }
 
 /// A blocking WebSocket client with a read timeout.
@@ -466,6 +529,39 @@ impl Client {
         });
         assert_eq!(ack["type"], "ack", "no ack for {id}: {ack}");
         ack
+    }
+
+    /// Sends one JSON frame; `false` if the connection is gone.
+    pub fn try_send(&mut self, value: Value) -> bool {
+        self.ws.send(Message::text(value.to_string())).is_ok()
+    }
+
+    /// The next frame or what ended the wait, never panicking on a dead
+    /// connection (for tests that kill or stop the gateway under a client).
+    pub fn read(&mut self) -> Incoming {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    return Incoming::Json(serde_json::from_str(&text).expect("server sent JSON"))
+                }
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => continue,
+                Ok(Message::Binary(_)) => return Incoming::Gone("binary frame".into()),
+                Ok(Message::Close(frame)) => {
+                    // Send our half of the closing handshake now.
+                    let _ = self.ws.flush();
+                    return Incoming::Close(frame.map_or(1005, |f| u16::from(f.code)));
+                }
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Incoming::Timeout
+                }
+                Err(e) => return Incoming::Gone(e.to_string()),
+            }
+        }
     }
 
     /// Waits for the server to close; returns the close code.
