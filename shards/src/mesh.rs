@@ -33,6 +33,9 @@ use glommio::task::JoinHandle;
 use crate::event::Event;
 use crate::notify::Notify;
 
+/// How often a joining shard wakes to look at its channels (see [`Mesh::join`]).
+pub const JOIN_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// One shard's ticket into the mesh: hand it to the shard, which passes it
 /// to [`Mesh::join`].
 pub type Ticket<T> = MeshBuilder<Vec<T>, Full>;
@@ -103,12 +106,31 @@ struct Outbox<T> {
 impl<T: Send + 'static> Mesh<T> {
     /// Joins the mesh with this shard's ticket (every shard must, before any
     /// can send).
+    ///
+    /// While it waits for its peers, a ticker wakes this executor every
+    /// [`JOIN_TICK`]. glommio 0.9 very rarely misses the wake-up that should
+    /// end a sleep during the join (seen about once in a few hundred starts,
+    /// mostly with more shards than cores, under load), and then the shard
+    /// never joins. A bounded sleep makes the executor look at its channels
+    /// again. After start-up, kefu's shards wake several times a second on
+    /// their own timers, which bounds any such miss to a short delay.
     pub async fn join(builder: Ticket<T>) -> std::io::Result<Rc<Self>> {
         let shards = builder.nr_peers();
-        let (senders, mut receivers) = builder
-            .join()
-            .await
-            .map_err(|e| std::io::Error::other(format!("joining the channel mesh: {e}")))?;
+        let joined = Rc::new(Cell::new(false));
+        let ticker = {
+            let joined = joined.clone();
+            glommio::spawn_local(async move {
+                while !joined.get() {
+                    glommio::timer::sleep(JOIN_TICK).await;
+                }
+            })
+            .detach()
+        };
+        let result = builder.join().await;
+        joined.set(true);
+        drop(ticker);
+        let (senders, mut receivers) =
+            result.map_err(|e| std::io::Error::other(format!("joining the channel mesh: {e}")))?;
         let id = senders.peer_id();
         let outboxes = (0..shards)
             .map(|_| Outbox {

@@ -178,6 +178,11 @@ impl Appender {
         self.pending.borrow().len() + self.in_flight.get()
     }
 
+    /// Wakes the commit task (a drain makes waiting cursors due at once).
+    pub fn nudge(&self) {
+        self.commit_wake.notify();
+    }
+
     /// Queues an accepted entry.
     pub fn push(&self, entry: PendingEntry) {
         self.pending.borrow_mut().push_back(entry);

@@ -272,6 +272,7 @@ async fn drain(shard: &Rc<Shard>, timeout: Duration) {
     shard.phase.set(Phase::Draining);
     shard.draining.store(true, Ordering::Release);
     shard.phase_changed.fire();
+    shard.appender.nudge();
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
     let per_wave = conns.len().div_ceil(DRAIN_WAVES as usize).max(1);
     let pause = (timeout / 3) / DRAIN_WAVES;
