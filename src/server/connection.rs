@@ -1,6 +1,6 @@
 //! One TCP connection: the HTTP request, then the WebSocket session.
 //!
-//! After the upgrade the connection is driven by [`Driver`], a hand-written
+//! After the upgrade the connection is driven by `Driver`, a hand-written
 //! future that does three things each time it is woken:
 //!
 //! - **reads** while the socket has data, into the shard's scratch buffer

@@ -4,7 +4,7 @@
 //! identity once it said hello, and its outbound queue of ready frames
 //! (`Bytes`, shared with every other recipient). The socket itself belongs
 //! to the connection task in `server::connection`, which reads frames,
-//! hands their text to [`Conn::on_text`], and writes the outbound queue.
+//! hands their text to `Shard::on_text`, and writes the outbound queue.
 //!
 //! Until its `welcome` is sent, a connection buffers everything addressed
 //! to it: the welcome must come first, and it is only complete when every
