@@ -190,23 +190,9 @@ impl Shard {
             drop(convs);
             return self.absent(tenant, conv_id, conn, reference);
         };
-        if conv.meta.state == ConvState::Closed {
+        if let Err((code, message)) = conv.check_writable(&who) {
             drop(convs);
-            return self.error_to(
-                conn,
-                ErrorCode::Closed,
-                "the conversation is closed",
-                reference.as_deref(),
-            );
-        }
-        if let Err(code) = conv.check_access(&who) {
-            drop(convs);
-            return self.error_to(
-                conn,
-                code,
-                "not a participant of this conversation",
-                reference.as_deref(),
-            );
+            return self.error_to(conn, code, message, reference.as_deref());
         }
         let frame = match signal {
             Signal::Typing(on) => {
@@ -284,23 +270,9 @@ impl Shard {
             drop(guard);
             return self.absent(tenant, conv_id, conn, reference);
         };
-        if conv.meta.state == ConvState::Closed {
+        if let Err((code, message)) = conv.check_writable(&who) {
             drop(guard);
-            return self.error_to(
-                conn,
-                ErrorCode::Closed,
-                "the conversation is closed",
-                reference.as_deref(),
-            );
-        }
-        if let Err(code) = conv.check_access(&who) {
-            drop(guard);
-            return self.error_to(
-                conn,
-                code,
-                "not a participant of this conversation",
-                reference.as_deref(),
-            );
+            return self.error_to(conn, code, message, reference.as_deref());
         }
         conv.meta.state = ConvState::Closed;
         self.appender.conv_changed(&tenant, &conv_id);

@@ -112,6 +112,16 @@ impl Conversation {
         }
     }
 
+    /// May `who` write to it (close it, signal in it)? It must be open and
+    /// `who` a participant; the error says which check failed.
+    pub fn check_writable(&self, who: &Participant) -> Result<(), (ErrorCode, &'static str)> {
+        if self.meta.state == ConvState::Closed {
+            return Err((ErrorCode::Closed, "the conversation is closed"));
+        }
+        self.check_access(who)
+            .map_err(|code| (code, "not a participant of this conversation"))
+    }
+
     /// May `who` read this conversation's log (sync, history)? Its visitor
     /// always; an agent while assigned, or if it was the last to serve it.
     pub fn may_read(&self, who: &Participant) -> bool {

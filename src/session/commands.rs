@@ -233,34 +233,27 @@ impl Shard {
                 ),
                 Err(()) => not_found(),
             },
-            Command::Typing { conv, on } => match conv_of(&conv) {
-                Ok((conv, shard)) => self.send(
-                    shard,
-                    Envelope::Signal {
-                        tenant,
-                        who,
-                        conn: conn_ref,
-                        reference: reference.map(Arc::from),
-                        conv,
-                        signal: Signal::Typing(on),
-                    },
-                ),
-                Err(()) => not_found(),
-            },
-            Command::Read { conv, seq } => match conv_of(&conv) {
-                Ok((conv, shard)) => self.send(
-                    shard,
-                    Envelope::Signal {
-                        tenant,
-                        who,
-                        conn: conn_ref,
-                        reference: reference.map(Arc::from),
-                        conv,
-                        signal: Signal::Read(seq),
-                    },
-                ),
-                Err(()) => not_found(),
-            },
+            command @ (Command::Typing { .. } | Command::Read { .. }) => {
+                let (conv, signal) = match command {
+                    Command::Typing { conv, on } => (conv, Signal::Typing(on)),
+                    Command::Read { conv, seq } => (conv, Signal::Read(seq)),
+                    _ => unreachable!("matched above"),
+                };
+                match conv_of(&conv) {
+                    Ok((conv, shard)) => self.send(
+                        shard,
+                        Envelope::Signal {
+                            tenant,
+                            who,
+                            conn: conn_ref,
+                            reference: reference.map(Arc::from),
+                            conv,
+                            signal,
+                        },
+                    ),
+                    Err(()) => not_found(),
+                }
+            }
             Command::Status { status } => {
                 if who.role != Role::Agent {
                     return self.error_to(
