@@ -14,7 +14,7 @@
 //!
 //! The scenarios are generic over the protocol (`scenario::run_chat`,
 //! `scenario::run_flood` take one), so a peer needs only this trait and a
-//! subcommand flag to pick it. What the chat scenario relies on, which a
+//! subcommand flag to pick it ([`crate::cli::System`]). What the chat scenario relies on, which a
 //! peer driver must provide or synthesise: a [`Inbound::Welcome`] per
 //! connection; for each visitor, an [`Entry`] with event `assigned` once
 //! its counterpart (the agent, or the subscriber of its topic) is in
@@ -23,6 +23,9 @@
 //! increasing order per conversation; message ids echoed back unchanged.
 
 pub mod kefu;
+pub mod mqtt;
+pub mod nats;
+pub mod peer;
 
 use std::borrow::Cow;
 
