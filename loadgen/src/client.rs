@@ -839,7 +839,7 @@ pub async fn life<P: Protocol>(ctx: Rc<ThreadCtx<P>>, client: Rc<Client<P>>, sch
             }
         };
         let mut stream = opened.stream;
-        let mut decoder = Decoder::new(MAX_MESSAGE);
+        let mut decoder = Decoder::new(ctx.proto.max_message());
         client.begin(&ctx, sched);
         let mut session = Session {
             ctx: &ctx,

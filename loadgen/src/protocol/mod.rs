@@ -183,6 +183,12 @@ pub trait Protocol: 'static {
     /// A short name for reports (`kefu`, `mosquitto`...).
     fn name(&self) -> &'static str;
 
+    /// The largest WebSocket message accepted from the server (kefu's own
+    /// limit by default; brokers batch many packets into one message).
+    fn max_message(&self) -> usize {
+        crate::client::MAX_MESSAGE
+    }
+
     /// `Sec-WebSocket-Protocol` to ask for, if any.
     fn subprotocol(&self) -> Option<&'static str> {
         None

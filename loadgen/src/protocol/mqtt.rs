@@ -369,6 +369,10 @@ impl Protocol for Mqtt {
         Some("mqtt")
     }
 
+    fn max_message(&self) -> usize {
+        peer::MAX_PEER_MESSAGE
+    }
+
     fn hello(&self, s: &mut MqttSession, who: &Credentials<'_>, out: &mut Outbox<'_>) {
         s.me = Me::new(who.role, who.index, self.agents);
         s.id = if who.id.is_empty() {

@@ -39,6 +39,11 @@ use super::{ConvSummary, Entry, Inbound};
 use crate::client::message_number;
 use crate::token::Role;
 
+/// The largest WebSocket message a peer may send: nats-server writes all
+/// it has pending for a connection as one message, which under load is
+/// far beyond kefu's 64 KiB.
+pub const MAX_PEER_MESSAGE: usize = 64 << 20;
+
 /// Who a peer connection is, in topic terms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Me {
