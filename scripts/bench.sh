@@ -48,12 +48,12 @@ fi
 if $quick; then
   duration=2s warmup=1s drain=3s
   rates=(5000 20000)
-  flood_n=2000 flood_hold=1s
+  flood_n=2000 flood_hold=1s flood_rate=5000
   saturate=()
 else
   duration=8s warmup=2s drain=10s
   rates=(5000 10000 20000)
-  flood_n=${FLOOD_CONNECTIONS:-19000} flood_hold=5s
+  flood_n=${FLOOD_CONNECTIONS:-19000} flood_hold=5s flood_rate=5000
   saturate=(40000 80000 160000)
 fi
 visitors=100 agents=10 text_bytes=32 reply=0.1
@@ -68,6 +68,7 @@ lg="$root/target/release/kefu-loadgen"
 gw="$root/target/release/kefu"
 started=$(date +%s)
 server_pid=""
+current_pid=""
 
 cleanup() {
   if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; fi
@@ -139,9 +140,21 @@ loadgen() {
     >"$log.out" 2>"$log.err" || true
 }
 
-# drive SYSTEM TARGET PID [ADMIN]: flood, chat at each rate, saturation, ping-pong.
+# fresh: before each kefu run, a new gateway with an empty data directory,
+# so that no run meets an earlier run's conversations (their agents'
+# grace period ends mid-run and requeues them to the new agents, who then
+# receive whole logs). The peers' runs use fresh topics (new run ids).
+fresh() {
+  if [ "$1" = kefu ]; then
+    kefu_stop
+    kefu_start
+  fi
+}
+
+# drive SYSTEM TARGET [ADMIN]: flood, chat at each rate, saturation,
+# ping-pong; $current_pid is the server's process (RSS per connection).
 drive() {
-  local system=$1 target=$2 pid=$3 admin=${4:-} log r achieved best=0
+  local system=$1 target=$2 admin=${3:-} log r achieved
   local auth=(--system "$system" --target "$target")
   [ "$system" = kefu ] && auth+=(--secret-file "$work/kefu/demo.secret")
   local extra=()
@@ -152,14 +165,16 @@ drive() {
   if [ "$system" != jetstream ]; then
     log="$out/logs/$system-flood"
     say "$system: flood $flood_n connections"
-    loadgen "$log" flood "${auth[@]}" --connections "$flood_n" --rate 20000 \
-      --duration "$flood_hold" --gateway-pid "$pid"
+    fresh "$system"
+    loadgen "$log" flood "${auth[@]}" --connections "$flood_n" --rate "$flood_rate" \
+      --duration "$flood_hold" --gateway-pid "$current_pid"
     record "$system" flood 0 "$log"
   fi
 
   for r in "${rates[@]}" "${saturate[@]}"; do
     log="$out/logs/$system-chat-$r"
     say "$system: chat at $r msg/s"
+    fresh "$system"
     loadgen "$log" chat "${auth[@]}" --visitors "$visitors" --agents "$agents" --rate "$r" \
       --reply-fraction "$reply" --text-bytes "$text_bytes" --duration "$duration" \
       --warmup "$warmup" --drain "$drain" "${extra[@]}"
@@ -173,6 +188,7 @@ drive() {
 
   log="$out/logs/$system-ping-pong"
   say "$system: ping-pong"
+  fresh "$system"
   loadgen "$log" chat "${auth[@]}" --ping-pong --visitors 1 --agents 1 --duration "$duration" \
     --warmup "$warmup" --drain "$drain" --text-bytes "$text_bytes"
   record "$system" ping-pong 0 "$log"
@@ -189,18 +205,27 @@ wait_http() {
 
 # kefu: one shard on the server CPU, fsync before ack, no per-connection
 # rate limit (the load generator's agents answer many conversations).
-say "kefu: starting the gateway on CPU $server_cpu"
-mkdir -p "$work/kefu"
-taskset -c "$server_cpu" timeout 1800 "$gw" serve --listen 127.0.0.1:18080 \
-  --admin-listen 127.0.0.1:19090 --data-dir "$work/kefu" --shards 1 --cpus "$server_cpu" \
-  --msg-rate-limit 0 >"$out/logs/kefu-gateway.log" 2>&1 &
-server_pid=$!
-wait_http http://127.0.0.1:18080/health || { say "kefu did not start"; exit 1; }
-kefu_pid=$(pgrep -P "$server_pid" -x kefu || echo "$server_pid")
-drive kefu ws://127.0.0.1:18080/v1/ws "$kefu_pid" 127.0.0.1:19090
-kill -TERM "$server_pid" 2>/dev/null || true
-wait "$server_pid" 2>/dev/null || true
-server_pid=""
+kefu_start() {
+  rm -rf "$work/kefu"
+  mkdir -p "$work/kefu"
+  taskset -c "$server_cpu" timeout 1800 "$gw" serve --listen 127.0.0.1:18080 \
+    --admin-listen 127.0.0.1:19090 --data-dir "$work/kefu" --shards 1 --cpus "$server_cpu" \
+    --msg-rate-limit 0 >>"$out/logs/kefu-gateway.log" 2>&1 &
+  server_pid=$!
+  wait_http http://127.0.0.1:18080/health || { say "kefu did not start"; exit 1; }
+  current_pid=$(pgrep -P "$server_pid" -x kefu || echo "$server_pid")
+}
+kefu_stop() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
+}
+say "kefu: the gateway on CPU $server_cpu (a fresh one for every run)"
+: >"$out/logs/kefu-gateway.log"
+drive kefu ws://127.0.0.1:18080/v1/ws 127.0.0.1:19090
+kefu_stop
 
 # The peers, one at a time, on the same CPU.
 if $peers; then
@@ -215,13 +240,13 @@ if $peers; then
     fi
     url=$(grep "^$peer ws://" "$out/logs/$peer-start.txt" | cut -d' ' -f2)
     ppid=$(cat "$PEERS_DIR/$peer.pid")
-    pid=$(pgrep -P "$ppid" | head -1 || true)
-    pid=${pid:-$ppid}
+    current_pid=$(pgrep -P "$ppid" | head -1 || true)
+    current_pid=${current_pid:-$ppid}
     if [ "$peer" = mosquitto ]; then
-      drive mosquitto "$url" "$pid"
+      drive mosquitto "$url"
     else
-      drive nats "$url" "$pid"
-      drive jetstream "$url" "$pid"
+      drive nats "$url"
+      drive jetstream "$url"
     fi
     scripts/peers.sh stop "$peer" >/dev/null
   done
