@@ -37,6 +37,27 @@ pub enum Command {
     /// Chat plus churn: clients drop and reconnect at random, resend what
     /// is unacked, resume from their cursors; survives gateway restarts.
     Soak(SoakArgs),
+    /// A minimal TCP echo server (the raw loopback ceiling PERF.md
+    /// compares kefu with): writes back every byte it reads.
+    EchoServer(EchoServerArgs),
+    /// Drives an echo server: fixed-size messages over plain TCP, open loop
+    /// at --rate or saturating (--rate 0); reports round trips in the
+    /// --json contract.
+    Echo(EchoArgs),
+}
+
+/// The system a scenario drives (`--system`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    /// The kefu gateway, protocol v1.
+    Kefu,
+    /// mosquitto: MQTT 3.1.1 over WebSocket, QoS 1, persistent sessions.
+    Mosquitto,
+    /// nats-server, core NATS over WebSocket (no ack: PING/PONG flush).
+    Nats,
+    /// nats-server, JetStream over WebSocket: publish with ack into a
+    /// file-backed stream, delivery from push consumers.
+    Jetstream,
 }
 
 /// A CPU list (`--cpus`), as one value.
@@ -50,9 +71,16 @@ pub struct SourceIps(pub Vec<IpAddr>);
 /// Options every scenario has.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The gateway's WebSocket endpoint.
+    /// The gateway's WebSocket endpoint (a peer's: its WebSocket listener,
+    /// e.g. `ws://127.0.0.1:18083/mqtt` or `ws://127.0.0.1:18084/`).
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
     pub target: Target,
+
+    /// The system to drive: kefu, or a peer of the comparison, spoken to
+    /// over its own WebSocket protocol with the same conversations, sizes
+    /// and rates (see `protocol::peer`). Peers run flood and chat.
+    #[arg(long, value_enum, default_value = "kefu")]
+    pub system: System,
 
     /// How long to measure (flood: how long to hold the connections).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -228,6 +256,64 @@ pub struct SoakArgs {
     /// Longest wait between reconnection attempts (gateway down).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub backoff_max: Duration,
+}
+
+/// `echo-server`.
+#[derive(Debug, Clone, Args)]
+pub struct EchoServerArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+
+    /// Pin the server's one thread to this CPU (default: run it under
+    /// `taskset`).
+    #[arg(long)]
+    pub cpu: Option<usize>,
+
+    /// Exit after this long (a bound for scripts; they stop it sooner).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub duration: Duration,
+}
+
+/// `echo`.
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    /// The echo server.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub target: SocketAddr,
+
+    /// Connections.
+    #[arg(long, default_value_t = 100)]
+    pub connections: u32,
+
+    /// Messages per second in all, open loop; 0: saturate (--window in
+    /// flight per connection).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+
+    /// Messages in flight per connection when saturating.
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+
+    /// Bytes per message (at least 8: the send time).
+    #[arg(long, default_value_t = 64)]
+    pub msg_bytes: usize,
+
+    /// How long to measure.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Traffic before measuring.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Pin the client's one thread to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+
+    /// Print one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

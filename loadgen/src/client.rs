@@ -319,10 +319,13 @@ impl<P: Protocol> Client<P> {
         st.out.clear();
         st.connect_sched_ns = sched_ns;
         let token = self.token.borrow();
+        let sub = self.sub.borrow();
         let who = Credentials {
             role: self.role,
             tenant: &ctx.cfg.tenant,
             token: token.as_deref(),
+            id: &sub,
+            index: self.index,
         };
         let ClientState { out, session, .. } = &mut *st;
         *session = P::Session::default();
@@ -353,7 +356,8 @@ impl<P: Protocol> Client<P> {
             Frame::Text(_) | Frame::Binary(_) => {
                 let inbound = {
                     let mut st = self.st.borrow_mut();
-                    ctx.proto.decode(&mut st.session, frame)
+                    let ClientState { session, out, .. } = &mut *st;
+                    ctx.proto.decode(session, frame, &mut Outbox { buf: out })
                 };
                 self.on_inbound(ctx, inbound);
                 None
@@ -447,6 +451,11 @@ impl<P: Protocol> Client<P> {
             }
             Inbound::Other => {}
             Inbound::Malformed(why) => ctx.error(&format!("malformed frame: {why}")),
+            Inbound::Batch(all) => {
+                for one in all {
+                    self.on_inbound(ctx, one);
+                }
+            }
         }
     }
 
@@ -830,7 +839,7 @@ pub async fn life<P: Protocol>(ctx: Rc<ThreadCtx<P>>, client: Rc<Client<P>>, sch
             }
         };
         let mut stream = opened.stream;
-        let mut decoder = Decoder::new(MAX_MESSAGE);
+        let mut decoder = Decoder::new(ctx.proto.max_message());
         client.begin(&ctx, sched);
         let mut session = Session {
             ctx: &ctx,

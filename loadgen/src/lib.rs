@@ -31,14 +31,19 @@
 //!   received; duplicates and reordering are caught as they arrive, losses
 //!   at the end by merging every thread's records.
 //! - **Protocols** ([`protocol`]): scenarios speak in chat terms through a
-//!   [`protocol::Protocol`] trait; kefu v1 is one implementation, and the
-//!   peers of the benchmark (mosquitto, nats-server) are meant to be
-//!   others.
+//!   [`protocol::Protocol`] trait; kefu v1 is one implementation, the
+//!   peers of the benchmark are others (`--system`): MQTT 3.1.1 for
+//!   mosquitto ([`protocol::mqtt`]), core NATS and JetStream for
+//!   nats-server ([`protocol::nats`]), mapped onto chat terms the same way
+//!   ([`protocol::peer`]).
+//! - **The loopback ceiling** ([`echo`]): a minimal TCP echo server and
+//!   client on the same runtime, for the ratio PERF.md gives.
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;
 pub mod control;
+pub mod echo;
 pub mod gateway;
 pub mod net;
 pub mod protocol;
@@ -52,17 +57,19 @@ pub mod ws;
 
 use std::process::ExitCode;
 
-use cli::{Cli, Command};
+use cli::{ChatArgs, Cli, Command, Common, FloodArgs, System};
 use protocol::kefu::KefuV1;
+use protocol::mqtt::Mqtt;
+use protocol::nats::Nats;
+use report::Outcome;
 
 /// Runs the command line; returns the exit status (see [`cli::Cli`]).
 pub fn run(cli: Cli) -> ExitCode {
     let (outcome, json) = match &cli.command {
-        Command::Flood(args) => (scenario::run_flood(KefuV1, args), args.common.json),
-        Command::Chat(args) => (scenario::run_chat(KefuV1, args, None), args.common.json),
+        Command::Flood(args) => (flood(args), args.common.json),
+        Command::Chat(args) => (chat(args, None), args.common.json),
         Command::Soak(args) => (
-            scenario::run_chat(
-                KefuV1,
+            chat(
                 &args.chat,
                 Some(control::Churn {
                     per_sec: args.churn,
@@ -72,6 +79,16 @@ pub fn run(cli: Cli) -> ExitCode {
             ),
             args.chat.common.json,
         ),
+        Command::EchoServer(args) => {
+            return match echo::serve(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kefu-loadgen echo-server: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Echo(args) => (echo::run(args), args.json),
     };
     if json {
         if let Some(why) = &outcome.aborted {
@@ -83,6 +100,9 @@ pub fn run(cli: Cli) -> ExitCode {
         for (kind, n) in &outcome.error_kinds {
             eprintln!("kefu-loadgen: error: {n} × {kind}");
         }
+        for line in outcome.batch_lines() {
+            eprintln!("kefu-loadgen: {line}");
+        }
         println!(
             "{}",
             serde_json::to_string(&outcome.json()).expect("the report serialises")
@@ -91,4 +111,64 @@ pub fn run(cli: Cli) -> ExitCode {
         print!("{}", outcome.human());
     }
     ExitCode::from(outcome.exit_code())
+}
+
+/// A peer run needs a run id known up front (its topics carry it) and
+/// signed clients (so that every client's id is known before its hello;
+/// the peers ignore the tokens themselves).
+fn peer_common(common: &Common) -> Common {
+    let mut c = common.clone();
+    if c.run_id.is_none() {
+        c.run_id = Some(format!("{:06x}", util::rand_below(1 << 24)));
+    }
+    if c.secret.is_none() && c.secret_file.is_none() && c.config.is_none() {
+        c.secret = Some("peer-runs-sign-nothing-that-is-checked".into());
+    }
+    c
+}
+
+fn flood(args: &FloodArgs) -> Outcome {
+    let system = args.common.system;
+    if system == System::Kefu {
+        return scenario::run_flood(KefuV1, args);
+    }
+    let mut args = args.clone();
+    args.common = peer_common(&args.common);
+    let run = args.common.run_id.clone().expect("set");
+    match system {
+        System::Mosquitto => scenario::run_flood(Mqtt::new(&run, 1), &args),
+        System::Nats | System::Jetstream => {
+            scenario::run_flood(Nats::new(&run, 1, system == System::Jetstream), &args)
+        }
+        System::Kefu => unreachable!(),
+    }
+}
+
+fn chat(args: &ChatArgs, churn: Option<control::Churn>) -> Outcome {
+    let system = args.common.system;
+    if system == System::Kefu {
+        return scenario::run_chat(KefuV1, args, churn);
+    }
+    if churn.is_some() {
+        return Outcome {
+            scenario: "soak".into(),
+            aborted: Some(
+                "soak drives kefu only: the peers have no resume-from-cursor to compare".into(),
+            ),
+            ..Outcome::default()
+        };
+    }
+    let mut args = args.clone();
+    args.common = peer_common(&args.common);
+    let run = args.common.run_id.clone().expect("set");
+    let agents = args.agents;
+    match system {
+        System::Mosquitto => scenario::run_chat(Mqtt::new(&run, agents), &args, None),
+        System::Nats | System::Jetstream => scenario::run_chat(
+            Nats::new(&run, agents, system == System::Jetstream),
+            &args,
+            None,
+        ),
+        System::Kefu => unreachable!(),
+    }
 }

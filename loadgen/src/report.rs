@@ -164,6 +164,35 @@ impl Outcome {
         }
     }
 
+    /// The gateway's group commits during the window, one line per shard
+    /// and measure (empty without `--admin`).
+    pub fn batch_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let Some(batches) = &self.batches else {
+            return lines;
+        };
+        for (shard, h) in &batches.shards {
+            lines.push(format!(
+                "gateway shard {shard}: {} group commits, {} entries, mean {} per commit, p50 ≤ {}, p99 ≤ {}",
+                h.count,
+                h.sum,
+                h.mean().map_or("-".into(), |m| format!("{m:.1}")),
+                h.quantile_bound(0.5).map_or("-".into(), |b| format!("{b}")),
+                h.quantile_bound(0.99).map_or("-".into(), |b| format!("{b}")),
+            ));
+            if let Some(f) = batches.flush.get(shard) {
+                let ms = |v: Option<f64>| v.map_or("-".into(), |s| format!("{:.2} ms", s * 1e3));
+                lines.push(format!(
+                    "gateway shard {shard}: commit latency mean {}, p50 ≤ {}, p99 ≤ {}",
+                    ms(f.mean()),
+                    ms(f.quantile_bound(0.5)),
+                    ms(f.quantile_bound(0.99)),
+                ));
+            }
+        }
+        lines
+    }
+
     /// The human-readable summary.
     pub fn human(&self) -> String {
         let t = &self.totals;
@@ -256,29 +285,8 @@ impl Outcome {
                 (after as f64 - before as f64) / self.held as f64
             );
         }
-        if let Some(batches) = &self.batches {
-            for (shard, h) in &batches.shards {
-                let _ = writeln!(
-                    s,
-                    "gateway shard {shard}: {} group commits, {} entries, mean {} per commit, p50 ≤ {}, p99 ≤ {}",
-                    h.count,
-                    h.sum,
-                    h.mean().map_or("-".into(), |m| format!("{m:.1}")),
-                    h.quantile_bound(0.5).map_or("-".into(), |b| format!("{b}")),
-                    h.quantile_bound(0.99).map_or("-".into(), |b| format!("{b}")),
-                );
-                if let Some(f) = batches.flush.get(shard) {
-                    let ms =
-                        |v: Option<f64>| v.map_or("-".into(), |s| format!("{:.2} ms", s * 1e3));
-                    let _ = writeln!(
-                        s,
-                        "gateway shard {shard}: commit latency mean {}, p50 ≤ {}, p99 ≤ {}",
-                        ms(f.mean()),
-                        ms(f.quantile_bound(0.5)),
-                        ms(f.quantile_bound(0.99)),
-                    );
-                }
-            }
+        for line in self.batch_lines() {
+            let _ = writeln!(s, "{line}");
         }
         let _ = writeln!(s, "errors: {}", t.errors);
         for (kind, n) in &self.error_kinds {

@@ -190,7 +190,7 @@ impl Protocol for KefuV1 {
         );
     }
 
-    fn decode<'a>(&self, _: &mut (), frame: Frame<'a>) -> Inbound<'a> {
+    fn decode<'a>(&self, _: &mut (), frame: Frame<'a>, _: &mut Outbox<'_>) -> Inbound<'a> {
         let bytes = match frame {
             Frame::Text(bytes) => bytes,
             Frame::Binary(_) => return Inbound::Malformed("binary frame".into()),
@@ -275,6 +275,8 @@ mod tests {
             role: Role::Visitor,
             tenant: "demo",
             token: None,
+            id: "",
+            index: 0,
         };
         p.hello(&mut (), &who, &mut Outbox { buf: &mut buf });
         assert_eq!(payload_of(&buf), r#"{"type":"hello","tenant":"demo"}"#);
@@ -283,6 +285,8 @@ mod tests {
             role: Role::Agent,
             tenant: "demo",
             token: Some("t.o.k"),
+            id: "a",
+            index: 0,
         };
         p.hello(&mut (), &who, &mut Outbox { buf: &mut buf });
         assert_eq!(payload_of(&buf), r#"{"type":"hello","token":"t.o.k"}"#);
@@ -309,7 +313,14 @@ mod tests {
     #[test]
     fn server_frames_decode_into_events() {
         let p = KefuV1;
-        let d = |s: &'static str| p.decode(&mut (), Frame::Text(s.as_bytes()));
+        let mut out = Vec::new();
+        let mut d = |s: &'static str| {
+            p.decode(
+                &mut (),
+                Frame::Text(s.as_bytes()),
+                &mut Outbox { buf: &mut out },
+            )
+        };
         assert_eq!(
             d(r#"{"type":"ack","id":"m-42","conv":"c-9","seq":13}"#),
             Inbound::Ack {

@@ -14,7 +14,7 @@
 //!
 //! The scenarios are generic over the protocol (`scenario::run_chat`,
 //! `scenario::run_flood` take one), so a peer needs only this trait and a
-//! subcommand flag to pick it. What the chat scenario relies on, which a
+//! subcommand flag to pick it ([`crate::cli::System`]). What the chat scenario relies on, which a
 //! peer driver must provide or synthesise: a [`Inbound::Welcome`] per
 //! connection; for each visitor, an [`Entry`] with event `assigned` once
 //! its counterpart (the agent, or the subscriber of its topic) is in
@@ -23,6 +23,9 @@
 //! increasing order per conversation; message ids echoed back unchanged.
 
 pub mod kefu;
+pub mod mqtt;
+pub mod nats;
+pub mod peer;
 
 use std::borrow::Cow;
 
@@ -53,6 +56,12 @@ pub struct Credentials<'a> {
     pub tenant: &'a str,
     /// A token, or `None` for an anonymous visitor.
     pub token: Option<&'a str>,
+    /// The client's id (`sub`; empty for an anonymous visitor before its
+    /// first welcome).
+    pub id: &'a str,
+    /// The client's index among the clients of its role (peers map
+    /// visitor `i` to agent `i % agents`).
+    pub index: u32,
 }
 
 /// An entry of a conversation's log, as delivered to a participant.
@@ -119,6 +128,51 @@ pub enum Inbound<'a> {
     Other,
     /// A frame that does not parse.
     Malformed(String),
+    /// Several events from one frame: the peers' protocols are byte
+    /// streams carried in WebSocket messages, so one message may hold
+    /// several of their packets (NATS batches its writes).
+    Batch(Vec<Inbound<'a>>),
+}
+
+impl Inbound<'_> {
+    /// The same event, owning its strings.
+    pub fn into_owned(self) -> Inbound<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        match self {
+            Inbound::Welcome {
+                id,
+                token,
+                conversations,
+            } => Inbound::Welcome {
+                id,
+                token,
+                conversations,
+            },
+            Inbound::Ack { id, conv, seq } => Inbound::Ack {
+                id: own(id),
+                conv: own(conv),
+                seq,
+            },
+            Inbound::Entry(e) => Inbound::Entry(Entry {
+                conv: own(e.conv),
+                seq: e.seq,
+                id: e.id.map(own),
+                from_role: own(e.from_role),
+                from_id: e.from_id.map(own),
+                text: e.text.map(own),
+                event: e.event.map(own),
+            }),
+            Inbound::Error { code, reference } => Inbound::Error {
+                code: own(code),
+                reference: reference.map(own),
+            },
+            Inbound::Other => Inbound::Other,
+            Inbound::Malformed(why) => Inbound::Malformed(why),
+            Inbound::Batch(all) => {
+                Inbound::Batch(all.into_iter().map(Inbound::into_owned).collect())
+            }
+        }
+    }
 }
 
 /// One system's wire protocol, client side.
@@ -128,6 +182,12 @@ pub trait Protocol: 'static {
 
     /// A short name for reports (`kefu`, `mosquitto`...).
     fn name(&self) -> &'static str;
+
+    /// The largest WebSocket message accepted from the server (kefu's own
+    /// limit by default; brokers batch many packets into one message).
+    fn max_message(&self) -> usize {
+        crate::client::MAX_MESSAGE
+    }
 
     /// `Sec-WebSocket-Protocol` to ask for, if any.
     fn subprotocol(&self) -> Option<&'static str> {
@@ -151,6 +211,14 @@ pub trait Protocol: 'static {
     /// A cumulative receipt: every entry of `conv` up to `seq` is held.
     fn receipt(&self, session: &mut Self::Session, conv: &str, seq: u64, out: &mut Outbox<'_>);
 
-    /// Decodes a data frame ([`Frame::Text`] or [`Frame::Binary`]).
-    fn decode<'a>(&self, session: &mut Self::Session, frame: Frame<'a>) -> Inbound<'a>;
+    /// Decodes a data frame ([`Frame::Text`] or [`Frame::Binary`]). What
+    /// the protocol must answer at once (an MQTT PUBACK for a QoS 1
+    /// delivery, a NATS PONG, the next step of a JetStream setup) goes to
+    /// `out`.
+    fn decode<'a>(
+        &self,
+        session: &mut Self::Session,
+        frame: Frame<'a>,
+        out: &mut Outbox<'_>,
+    ) -> Inbound<'a>;
 }
