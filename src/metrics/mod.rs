@@ -118,7 +118,20 @@ impl HistogramSnapshot {
         self.counts.iter().sum()
     }
 
-    /// Cumulative buckets as Prometheus wants them: (upper bound, count ≤ bound).
+    /// Per-bucket counts as `prometheus-client`'s encoder takes them (it
+    /// accumulates them itself), with `f64::MAX` standing for `+Inf`.
+    pub fn per_bucket(&self) -> Vec<(f64, u64)> {
+        let mut out: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .zip(self.counts.iter().copied())
+            .collect();
+        out.push((f64::MAX, self.counts.last().copied().unwrap_or(0)));
+        out
+    }
+
+    /// Cumulative buckets as Prometheus shows them: (upper bound, count ≤ bound).
     pub fn cumulative(&self) -> Vec<(f64, u64)> {
         let mut acc = 0;
         let mut out: Vec<(f64, u64)> = self
@@ -142,7 +155,7 @@ pub const FLUSH_SECONDS: &[f64] = &[
 ];
 /// Entries per group commit.
 pub const BATCH_ENTRIES: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
 /// Seconds a conversation waited in the queue: 1 s to 1 h.
 pub const WAIT_SECONDS: &[f64] = &[

@@ -63,7 +63,7 @@ fn histogram(
         .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
             h.sum,
             h.count(),
-            &h.cumulative(),
+            &h.per_bucket(),
             None,
         )
 }
@@ -387,5 +387,33 @@ mod tests {
             1
         );
         assert!(text.contains("kefu_process_resident_memory_bytes "));
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_once_and_plus_inf() {
+        let h = crate::metrics::Histogram::new(crate::metrics::BATCH_ENTRIES);
+        for v in [1.0, 3.0, 3.0, 2048.0, 10_000.0] {
+            h.observe(v);
+        }
+        let s = ShardSnapshot {
+            shard: 0,
+            commit_entries: h.snapshot(),
+            ..Default::default()
+        };
+        let text = render(&[s]);
+        let bucket = |le: &str| -> u64 {
+            let prefix = format!("kefu_commit_batch_entries_bucket{{le=\"{le}\",shard=\"0\"}} ");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("{prefix} in\n{text}"));
+            line[prefix.len()..].trim().parse().unwrap()
+        };
+        assert_eq!(bucket("1.0"), 1);
+        assert_eq!(bucket("4.0"), 3);
+        assert_eq!(bucket("2048.0"), 4);
+        assert_eq!(bucket("4096.0"), 4);
+        assert_eq!(bucket("+Inf"), 5);
+        assert!(text.contains("kefu_commit_batch_entries_count{shard=\"0\"} 5"));
     }
 }
