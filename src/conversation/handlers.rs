@@ -62,6 +62,7 @@ impl Shard {
                         conv: id,
                         summary: None,
                         frames: Vec::new(),
+                        credit_from: None,
                     },
                 ),
             }
@@ -479,6 +480,7 @@ impl Shard {
                     conv: conv_id,
                     summary: None,
                     frames: Vec::new(),
+                    credit_from: None,
                 },
             ),
         }

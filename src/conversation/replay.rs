@@ -8,6 +8,13 @@
 //! remainder is sent from memory and the subscriber turns live, all in one
 //! step on the shard's thread, so no entry can slip between the two.
 //!
+//! Long replays are flow-controlled across shards: after each chunk read
+//! from the store, the catch-up waits for a credit from the connection's
+//! shard, which grants it once that connection has written most of what it
+//! was sent. A reconnecting agent far behind on a long log thus receives it
+//! at the pace its socket takes it, instead of the whole log at once (which
+//! would overrun the outbound limit and get it dropped, again and again).
+//!
 //! Reads never go past the conversation's durable seq: an entry of a
 //! commit still in flight is visible in sled before it is synced, and must
 //! not reach a client until it is durable.
@@ -27,6 +34,9 @@ use crate::shard::Shard;
 
 /// Entries read from the store per chunk of a catch-up.
 pub const REPLAY_CHUNK: u64 = 512;
+/// How long a replay waits for the connection to take in a chunk before it
+/// gives up (the connection is gone, or stalled and about to be dropped).
+pub const REPLAY_CREDIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a replay is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +116,7 @@ impl Shard {
                     conv: conv.id.clone(),
                     summary: Some(conv.summary()),
                     frames,
+                    credit_from: None,
                 },
             ),
             ReplayMode::Sync { .. } if first => {
@@ -168,18 +179,40 @@ impl Shard {
             match self.read_chunk(&tenant, &conv_id, after, need).await {
                 Ok(frames) if !frames.is_empty() => {
                     after += frames.len() as u64;
-                    let convs = self.convs.borrow();
-                    let Some(conv) = convs.convs.get(&(tenant.clone(), conv_id.clone())) else {
-                        continue;
+                    // The first chunk of a welcome carries the summary.
+                    let summary = if mode == ReplayMode::Welcome && first {
+                        let convs = self.convs.borrow();
+                        let Some(conv) = convs.convs.get(&(tenant.clone(), conv_id.clone())) else {
+                            continue;
+                        };
+                        Some(conv.summary())
+                    } else {
+                        None
                     };
-                    match mode {
-                        ReplayMode::Sync { .. } => {
-                            add(&self.metrics.frames_out, frames.len() as u64);
-                            self.to_conn(conn, frames);
-                        }
-                        _ => self.send_replay(conv, conn, mode, frames, first),
-                    }
+                    add(&self.metrics.frames_out, frames.len() as u64);
+                    let envelope = match summary {
+                        Some(summary) => Envelope::Snapshot {
+                            conn: conn.id,
+                            conv: conv_id.clone(),
+                            summary: Some(summary),
+                            frames,
+                            credit_from: Some(self.id),
+                        },
+                        None => Envelope::ReplayChunk {
+                            conn: conn.id,
+                            conv: conv_id.clone(),
+                            frames,
+                            credit_from: self.id,
+                        },
+                    };
                     first = false;
+                    if !self.send_paced(&conv_id, conn, envelope).await {
+                        tracing::info!(conv = %conv_id, conn = ?conn, "replay abandoned: the connection took nothing in");
+                        if let Some(conv) = self.convs.borrow_mut().get_mut(&tenant, &conv_id) {
+                            conv.unsubscribe_conn(conn);
+                        }
+                        return;
+                    }
                 }
                 Ok(_) => {
                     // The store has none of these (never expected: entries are
@@ -202,6 +235,37 @@ impl Shard {
         }
     }
 
+    /// Sends one replay chunk (whose envelope asks for a credit) and waits
+    /// until the connection has taken it in. `false`: no credit came within
+    /// [`REPLAY_CREDIT_TIMEOUT`] (the connection is gone or stalled).
+    async fn send_paced(&self, conv: &ConvId, conn: ConnRef, envelope: Envelope) -> bool {
+        let credit = Rc::new(shards::notify::Notify::new());
+        self.replay_waits
+            .borrow_mut()
+            .insert((conv.clone(), conn), credit.clone());
+        self.conn_bound(conn.shard, envelope);
+        let granted = futures_lite::future::or(
+            async {
+                credit.notified().await;
+                true
+            },
+            async {
+                glommio::timer::sleep(REPLAY_CREDIT_TIMEOUT).await;
+                false
+            },
+        )
+        .await;
+        self.replay_waits.borrow_mut().remove(&(conv.clone(), conn));
+        granted
+    }
+
+    /// A connection took in a replay chunk: its catch-up may go on.
+    pub fn on_replay_credit(&self, conv: ConvId, conn: ConnRef) {
+        if let Some(credit) = self.replay_waits.borrow().get(&(conv, conn)) {
+            credit.notify();
+        }
+    }
+
     /// The conversation went away (closed) or the read failed mid-replay.
     fn replay_abandoned(&self, conv: &ConvId, conn: ConnRef, mode: ReplayMode, first: bool) {
         if mode == ReplayMode::Welcome && first {
@@ -212,12 +276,15 @@ impl Shard {
                     conv: conv.clone(),
                     summary: None,
                     frames: Vec::new(),
+                    credit_from: None,
                 },
             );
         }
     }
 
-    /// Reads entries `after+1 ..= after+need` as frames, on the blocking pool.
+    /// Reads entries from `after+1`, at most `need` of them and about a
+    /// quarter of the outbound limit in bytes (at least one), as frames, on
+    /// the blocking pool: a chunk must fit in the connection's queue.
     async fn read_chunk(
         &self,
         tenant: &TenantId,
@@ -227,12 +294,18 @@ impl Shard {
     ) -> Result<Vec<Bytes>, String> {
         let store = self.store.clone();
         let (tenant, conv) = (tenant.clone(), conv.clone());
+        let budget = self.settings.limits.outbound_limit_bytes / 4;
         glommio::executor()
             .spawn_blocking(move || {
                 let mut frames = Vec::new();
+                let mut bytes = 0;
                 store
                     .read_entries(&tenant, &conv, after, need as usize, &mut |view| {
-                        frames.push(server::entry_frame(conv.as_str(), &view));
+                        if frames.is_empty() || bytes < budget {
+                            let frame = server::entry_frame(conv.as_str(), &view);
+                            bytes += frame.len();
+                            frames.push(frame);
+                        }
                     })
                     .map(|_| frames)
             })
@@ -306,7 +379,15 @@ impl Shard {
                 Ok(frames) if !frames.is_empty() => {
                     after += frames.len() as u64;
                     add(&self.metrics.frames_out, frames.len() as u64);
-                    self.to_conn(conn, frames);
+                    let chunk = Envelope::ReplayChunk {
+                        conn: conn.id,
+                        conv: conv.clone(),
+                        frames,
+                        credit_from: self.id,
+                    };
+                    if !self.send_paced(&conv, conn, chunk).await {
+                        return;
+                    }
                 }
                 Ok(_) => break,
                 Err(message) => {

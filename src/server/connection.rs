@@ -354,6 +354,9 @@ impl Future for Driver {
                 this.poll_reads(cx)
             };
             this.poll_writes(cx);
+            if !this.conn.replay_credits.borrow().is_empty() {
+                this.shard.grant_replay_credits(&this.conn);
+            }
             if this.conn.abort.get() {
                 return Poll::Ready(());
             }

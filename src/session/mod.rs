@@ -107,6 +107,9 @@ pub struct Conn {
     pub abort: Cell<bool>,
     /// When the connection was upgraded.
     pub since: Instant,
+    /// Replays waiting for this connection to take in their last chunk:
+    /// (shard to credit, conversation).
+    pub replay_credits: RefCell<Vec<(usize, crate::ids::ConvId)>>,
     /// When bytes last arrived from the peer (idle detection).
     pub last_read: Cell<Instant>,
     /// A ping was sent for the current silence.
@@ -128,6 +131,7 @@ impl Conn {
             close_queued: Cell::new(false),
             abort: Cell::new(false),
             since: Instant::now(),
+            replay_credits: RefCell::new(Vec::new()),
             last_read: Cell::new(Instant::now()),
             pinged: Cell::new(false),
         }
@@ -322,8 +326,12 @@ impl Shard {
                 conv,
                 summary,
                 frames,
+                credit_from,
             } => {
                 if let Some(c) = self.conn(conn) {
+                    if let Some(shard) = credit_from {
+                        c.replay_credits.borrow_mut().push((shard, conv.clone()));
+                    }
                     let complete = {
                         let mut out = c.out.borrow_mut();
                         match out.welcome.as_mut() {
@@ -343,6 +351,19 @@ impl Shard {
                     if complete {
                         self.try_finish_welcome(&c);
                     }
+                    self.grant_replay_credits(&c);
+                }
+            }
+            Envelope::ReplayChunk {
+                conn,
+                conv,
+                frames,
+                credit_from,
+            } => {
+                if let Some(c) = self.conn(conn) {
+                    c.replay_credits.borrow_mut().push((credit_from, conv));
+                    self.queue_frames(&c, frames);
+                    self.grant_replay_credits(&c);
                 }
             }
             Envelope::CloseConn { conn, code, reason } => {
@@ -351,6 +372,32 @@ impl Shard {
                 }
             }
             _ => unreachable!("not a connection envelope"),
+        }
+    }
+
+    /// Credits the shards replaying to `conn` once it has written most of
+    /// what it was sent (its queue is under half the outbound limit and no
+    /// welcome holds frames back): the next chunk may come. Called when a
+    /// chunk arrives and after the connection writes.
+    pub fn grant_replay_credits(&self, conn: &Conn) {
+        if conn.replay_credits.borrow().is_empty()
+            || conn.welcome_pending()
+            || conn.queued_bytes() > self.settings.limits.outbound_limit_bytes / 2
+        {
+            return;
+        }
+        let credits = std::mem::take(&mut *conn.replay_credits.borrow_mut());
+        for (shard, conv) in credits {
+            let envelope = Envelope::ReplayCredit {
+                conv,
+                conn: crate::ids::ConnRef {
+                    shard: self.id,
+                    id: conn.id,
+                },
+            };
+            // Through the mesh even to this shard: its local queue runs the
+            // handler later, outside whatever borrows the caller holds.
+            self.send(shard, envelope);
         }
     }
 

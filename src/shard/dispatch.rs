@@ -142,7 +142,9 @@ impl Shard {
             | E::Deliver { .. }
             | E::WelcomeList { .. }
             | E::Snapshot { .. }
+            | E::ReplayChunk { .. }
             | E::CloseConn { .. }) => self.on_conn_envelope(e),
+            E::ReplayCredit { conv, conn } => self.on_replay_credit(conv, conn),
             E::MetricsRequest { from, id } => {
                 let snapshot = Box::new(self.snapshot());
                 self.send(

@@ -332,6 +332,20 @@ pub enum Envelope {
         summary: Option<ConvSummary>,
         /// Entries past the caller's cursor, in seq order.
         frames: Vec<Bytes>,
+        /// More of the replay follows: credit this shard once the connection
+        /// has written most of these (flow control, see `conversation::replay`).
+        credit_from: Option<usize>,
+    },
+    /// A chunk of a replay (after the first), for one connection.
+    ReplayChunk {
+        /// The connection's id.
+        conn: u64,
+        /// The conversation replayed.
+        conv: ConvId,
+        /// The entries, in seq order.
+        frames: Vec<Bytes>,
+        /// The shard to credit once the connection has written most of them.
+        credit_from: usize,
     },
     /// Close a connection with this code.
     CloseConn {
@@ -341,6 +355,14 @@ pub enum Envelope {
         code: u16,
         /// The reason.
         reason: &'static str,
+    },
+
+    /// The connection took in a replay chunk: send the next one.
+    ReplayCredit {
+        /// The conversation replayed.
+        conv: ConvId,
+        /// The connection.
+        conn: ConnRef,
     },
 
     // ----- operations -----

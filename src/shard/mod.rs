@@ -108,6 +108,8 @@ pub struct Shard {
     pub appender: Appender,
     /// Routers of the tenants placed here.
     pub routers: RefCell<HashMap<TenantId, TenantRouter>>,
+    /// Replays waiting for a connection's credit before their next chunk.
+    pub replay_waits: RefCell<HashMap<(ConvId, ConnRef), Rc<shards::notify::Notify>>>,
     /// Routing counters of the tenants placed here.
     pub tenant_metrics: RefCell<HashMap<TenantId, crate::metrics::TenantMetrics>>,
     /// Socket read buffer, see [`SCRATCH_BYTES`].
@@ -151,6 +153,7 @@ impl Shard {
             appender: Appender::default(),
             routers: RefCell::new(HashMap::new()),
             tenant_metrics: RefCell::new(HashMap::new()),
+            replay_waits: RefCell::new(HashMap::new()),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
             pool: BufferPool::new(4096, 64 * 1024, 256),
             phase: Cell::new(Phase::Serving),
