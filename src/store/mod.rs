@@ -160,7 +160,10 @@
 //! 4. **Reopen and reconcile.** sled is opened with a fresh `Config` (the
 //!    old one carries the global error) and recovers its log as after a
 //!    crash: every committed batch is there, each failed one wholly or not
-//!    at all. The kept undo lists are applied again, newest first: entry and
+//!    at all (a torn batch cuts recovery short, and that cannot drop a
+//!    committed one: a commit succeeds only once sled's flush has written
+//!    every buffer up to its own, so committed batches all lie before the
+//!    first failed write, and no commit is taken after it). The kept undo lists are applied again, newest first: entry and
 //!    dedupe keys of failed batches are removed, and the other keys get the
 //!    values of the last successful commit, whether or not the failed batch
 //!    reached the disk. Then a write (the schema version, unchanged), sled's
