@@ -298,6 +298,55 @@ fn injected_commit_failures_answer_unavailable_and_everything_lands_after_recove
 }
 
 #[test]
+fn every_tenant_is_served_through_a_storage_fault_and_after_it() {
+    let gw = Gateway::start(faulty(2).config(
+        r#"
+[[tenants]]
+id = "acme"
+secret = "acme-secret-0123456789abcdef0123456789"
+
+[[tenants]]
+id = "globex"
+secret = "globex-secret-0123456789abcdef012345678"
+"#,
+    ));
+    let token = |tenant: &str, role: &str, sub: &str| {
+        gw.token(&["--role", role, "--sub", sub, "--tenant", tenant])
+    };
+    let mut pairs = Vec::new();
+    for tenant in ["acme", "globex"] {
+        let (mut agent, _) = gw.login(&token(tenant, "agent", "alice"));
+        let (mut visitor, _) = gw.login(&token(tenant, "visitor", "ann"));
+        let conv = visitor.say("m-1", None, "hi")["conv"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        recv_entry(&mut agent, &conv, 3);
+        recv_entry(&mut visitor, &conv, 3);
+        pairs.push((agent, visitor, conv));
+    }
+
+    set_store_mode(&gw, "fail_all");
+    for (tenant, (agent, visitor, conv)) in ["acme", "globex"].iter().zip(&mut pairs) {
+        // New connections of either tenant are welcomed; messages refused.
+        let (mut again, welcome) = gw.login(&token(tenant, "visitor", "ann"));
+        assert_eq!(welcome["conversations"][0]["conv"], json!(conv));
+        refused(&mut again, "m-2", None);
+        refused(agent, "a-1", Some(conv));
+        visitor.expect_silence(QUIET);
+    }
+    assert_eq!(health(&gw), 200);
+
+    set_store_mode(&gw, "healthy");
+    for (agent, visitor, conv) in &mut pairs {
+        assert_eq!(visitor.say("m-2", None, "again")["seq"], 4);
+        assert_eq!(recv_entry(agent, conv, 4)["text"], "again");
+        assert_eq!(agent.say("a-1", Some(conv), "hello")["seq"], 5);
+        assert_eq!(recv_entry(visitor, conv, 5)["text"], "hello");
+    }
+}
+
+#[test]
 fn a_panic_while_handling_a_frame_closes_only_that_connection() {
     let gw = Gateway::start(faulty(1));
     let (mut alice, _) = gw.login(&gw.agent_token("alice", &[]));
