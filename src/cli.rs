@@ -496,9 +496,11 @@ mod tests {
                 "{var} missing:\n{help}"
             );
         }
-        // And every serve flag can come from the environment.
+        // And every serve flag can come from the environment (hidden
+        // testing aids excepted).
         let longs: Vec<String> = serve
             .get_arguments()
+            .filter(|a| !a.is_hide_set())
             .filter_map(|a| a.get_long().map(str::to_owned))
             .filter(|l| l != "help")
             .collect();

@@ -57,6 +57,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conversation;
+pub mod debug;
 pub mod ids;
 pub mod metrics;
 pub mod model;

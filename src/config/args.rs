@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// sled's page cache [default: 256MiB]
     #[arg(long, value_name = "BYTES", help_heading = "Storage")]
     pub store_cache_bytes: Option<ByteSize>,
+
+    /// A testing aid, hidden from `--help` and never for production: storage
+    /// faults switched on the admin listener and panics on request (see
+    /// `crate::debug`). Command line only (no environment variable, no
+    /// config file key), so a deployment cannot turn it on by accident.
+    #[arg(long, hide = true)]
+    pub fault_injection: bool,
 }
 
 /// One flag per field of [`super::Limits`]; their defaults are documented there.

@@ -528,6 +528,7 @@ pub fn load_with_env(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Settings, C
         tenants: Arc::new(Tenants::new(tenants)),
         config_file,
         log_format,
+        fault_injection: args.fault_injection,
     };
     validate::check(&settings, &layers.origins, false)?;
     Ok(settings)

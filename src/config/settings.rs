@@ -48,6 +48,10 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Testing aid (`--fault-injection`, hidden): storage faults and panics
+    /// on request, see `crate::debug`. Default off, and never set by a
+    /// config file or the environment.
+    pub fault_injection: bool,
 }
 
 /// Protocol and abuse limits (all configurable).

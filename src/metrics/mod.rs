@@ -199,6 +199,8 @@ pub struct ShardMetrics {
     pub slow_consumers: Cell<u64>,
     /// Panics caught while handling a connection.
     pub panics: Cell<u64>,
+    /// Panics caught while handling a message between shards.
+    pub shard_panics: Cell<u64>,
     /// Connections dropped after twice the idle timeout without a byte.
     pub idle_timeouts: Cell<u64>,
 }
@@ -241,6 +243,7 @@ impl Default for ShardMetrics {
             commit_seconds: Histogram::new(FLUSH_SECONDS),
             slow_consumers: zero(),
             panics: zero(),
+            shard_panics: zero(),
             idle_timeouts: zero(),
         }
     }
@@ -328,6 +331,8 @@ pub struct ShardSnapshot {
     pub slow_consumers: u64,
     /// See [`ShardMetrics::panics`].
     pub panics: u64,
+    /// See [`ShardMetrics::shard_panics`].
+    pub shard_panics: u64,
     /// See [`ShardMetrics::idle_timeouts`].
     pub idle_timeouts: u64,
     /// Messages sent over the mesh.
@@ -371,6 +376,7 @@ impl ShardMetrics {
             commit_seconds: self.commit_seconds.snapshot(),
             slow_consumers: self.slow_consumers.get(),
             panics: self.panics.get(),
+            shard_panics: self.shard_panics.get(),
             idle_timeouts: self.idle_timeouts.get(),
             ..ShardSnapshot::default()
         }

@@ -208,6 +208,12 @@ impl Collector for Snapshots {
         )?;
         per_shard_counter(
             &mut e,
+            "kefu_shard_panics",
+            "Panics caught while handling a message between shards.",
+            |s| s.shard_panics,
+        )?;
+        per_shard_counter(
+            &mut e,
             "kefu_idle_timeouts",
             "Connections dropped after a ping went unanswered.",
             |s| s.idle_timeouts,

@@ -1,4 +1,5 @@
-//! The admin listener (shard 0): `/metrics`, `/health`, `/ready`.
+//! The admin listener (shard 0): `/metrics`, `/health`, `/ready`, and with
+//! the hidden `--fault-injection` flag `/debug/store` (see `crate::debug`).
 //!
 //! Apart from the chat port so that operators can firewall it separately.
 
@@ -68,6 +69,9 @@ async fn handle(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         ("GET", "/health") => health_response(&shard),
         ("GET", "/ready") => ready_response(&shard),
+        (method, crate::debug::STORE_PATH) => {
+            crate::debug::store_endpoint(shard.faults.as_ref(), method, head.query.as_deref())
+        }
         _ => not_found(),
     };
     let _ = write_all(&mut stream, &response).await;

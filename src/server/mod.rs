@@ -51,7 +51,7 @@ use crate::config::Settings;
 use crate::protocol::close;
 use crate::shard::envelope::Envelope;
 use crate::shard::{Phase, Shard, Shared};
-use crate::store::{SledStore, Store};
+use crate::store::{FaultSwitch, FaultyStore, SledStore, Store};
 
 pub use recovery::ShardBoot;
 
@@ -81,10 +81,20 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         )
     })?;
     let started = Instant::now();
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&settings.data_dir.join("store"), &settings.store)
-            .map_err(|e| format!("opening the store in {}: {e}", settings.data_dir.display()))?,
-    );
+    let sled = SledStore::open(&settings.data_dir.join("store"), &settings.store)
+        .map_err(|e| format!("opening the store in {}: {e}", settings.data_dir.display()))?;
+    let (store, faults): (Arc<dyn Store>, _) = if settings.fault_injection {
+        tracing::warn!(
+            "--fault-injection: storage faults and panics on request; a testing aid, never for production"
+        );
+        let switch = FaultSwitch::default();
+        (
+            Arc::new(FaultyStore::new(sled, switch.clone())),
+            Some(switch),
+        )
+    } else {
+        (Arc::new(sled), None)
+    };
     let dedupe_filter = Arc::new(crate::conversation::filter::DedupeFilter::new(
         crate::conversation::filter::DEFAULT_BITS,
     ));
@@ -116,6 +126,7 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         draining: Arc::new(AtomicBool::new(false)),
         dedupe_filter,
         reloaded: Arc::new(Mutex::new(settings.tenants.clone())),
+        faults,
     };
 
     let signal_fds = control_thread(&settings, shared.reloaded.clone())?;
@@ -215,7 +226,7 @@ async fn shard_main(
             let result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.handle(envelope)));
             if result.is_err() {
-                crate::metrics::add(&shard.metrics.panics, 1);
+                crate::metrics::add(&shard.metrics.shard_panics, 1);
                 tracing::error!(shard = shard.id, "panic while handling a shard message");
             }
         })

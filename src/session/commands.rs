@@ -19,6 +19,9 @@ const MALFORMED_FRAME_COST: f64 = 10.0;
 impl Shard {
     /// One text message from a connection.
     pub fn on_text(&self, conn: &Rc<Conn>, text: &str) {
+        if self.settings.fault_injection && self.debug_frame(conn, text) {
+            return;
+        }
         let parsed = parse(text);
         let awaiting_hello = matches!(&*conn.state.borrow(), SessionState::AwaitingHello);
         if awaiting_hello {

@@ -166,6 +166,7 @@ impl Shard {
                     scrape.arrived.notify();
                 }
             }
+            E::DebugPanic => panic!("a __panic_shard frame asked for a panic (--fault-injection)"),
         }
     }
 

@@ -382,4 +382,9 @@ pub enum Envelope {
         /// Its numbers.
         snapshot: Box<ShardSnapshot>,
     },
+
+    // ----- testing aids (`--fault-injection` only) -----
+    /// Panic in the receiving shard's message handler (a `__panic_shard`
+    /// frame, see `crate::debug`).
+    DebugPanic,
 }

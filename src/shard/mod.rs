@@ -67,6 +67,9 @@ pub struct Shared {
     pub dedupe_filter: Arc<crate::conversation::filter::DedupeFilter>,
     /// The newest tenants read by a reload (SIGHUP), for shards to take.
     pub reloaded: Arc<std::sync::Mutex<Arc<Tenants>>>,
+    /// The store's fault switch, with `--fault-injection` only (a testing
+    /// aid: see `crate::debug`).
+    pub faults: Option<crate::store::FaultSwitch>,
 }
 
 /// Where a shard is in its life.
@@ -130,6 +133,8 @@ pub struct Shard {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Every stored `(sender, id)`, approximately: see `conversation::filter`.
     pub dedupe_filter: Arc<crate::conversation::filter::DedupeFilter>,
+    /// The store's fault switch, with `--fault-injection` only.
+    pub faults: Option<crate::store::FaultSwitch>,
     /// This shard's own `Rc`, for spawning tasks from `&self` methods.
     this: RefCell<std::rc::Weak<Shard>>,
 }
@@ -163,6 +168,7 @@ impl Shard {
             ready: shared.ready.clone(),
             draining: shared.draining.clone(),
             dedupe_filter: shared.dedupe_filter.clone(),
+            faults: shared.faults.clone(),
             this: RefCell::new(std::rc::Weak::new()),
         }
     }

@@ -95,7 +95,9 @@
 //! What a caller may assume after [`Store::commit`] returns `Err`:
 //! - **Nothing of the batch is visible** through this store afterwards: no
 //!   entry, dedupe record, state or cursor of it is returned by any later
-//!   read. Errors found before writing ([`StoreError::Invalid`],
+//!   read, before or after a reopen; only a restart that comes before any
+//!   reopen may find the batch (last point).
+//!   Errors found before writing ([`StoreError::Invalid`],
 //!   [`StoreError::Encode`], [`StoreError::Stopped`],
 //!   [`StoreError::Injected`]) wrote nothing, and the store stays usable:
 //!   the caller may reuse the batch's seqs.
@@ -103,18 +105,78 @@
 //!   undoes in memory every batch that has not returned `Ok` yet, newest
 //!   first (entry and dedupe keys are removed, as they are always new;
 //!   conversation, open-index, cursor and visitor keys get back the values
-//!   read just before the batch was applied), and then **stops taking
-//!   commits**: every later `commit` returns [`StoreError::Stopped`]. It
-//!   cannot go on: after a failed write sled sets a global error and refuses
-//!   every later write (`Config::set_global_error`, checked in
-//!   `Log::reserve_inner`), and after a failed `fdatasync` the kernel may
-//!   already have dropped the unwritten pages, so later syncs prove nothing
-//!   about earlier data. Reads keep working for a drain; if the undo itself
-//!   failed, reads return [`StoreError::Stopped`] too. A restart is needed.
-//! - **After a restart**, a failed batch is either wholly present or wholly
-//!   absent (it may have reached the disk before the failure was seen), never
-//!   in part; [`Store::recover`] reports what is there, and the caller
-//!   derives seqs from it.
+//!   read just before the batch was applied), keeps those undo lists, and
+//!   **stops taking commits**: every later `commit` returns
+//!   [`StoreError::Stopped`] until the store is reopened (next section). It
+//!   cannot go on with the same database: after a failed write sled sets a
+//!   global error and refuses every later write (`Config::set_global_error`,
+//!   checked in `Log::reserve_inner`), and after a failed `fdatasync` the
+//!   kernel may already have dropped the unwritten pages, so later syncs
+//!   prove nothing about earlier data. Reads keep working meanwhile; if the
+//!   undo itself failed in memory (sled's global error refuses it too, which
+//!   is the usual case for a real disk error such as `ENOSPC`), reads return
+//!   [`StoreError::Stopped`] as well, since memory may show writes that are
+//!   not durable.
+//! - **After a restart** without a reopen, a failed batch is either wholly
+//!   present or wholly absent (it may have reached the disk before the
+//!   failure was seen), never in part; [`Store::recover`] reports what is
+//!   there, and the caller derives seqs from it.
+//!
+//! # Reopening after a failure
+//!
+//! A full disk gets space again, a flaky device comes back: the store then
+//! reopens sled on the same directory, in the same process, and takes
+//! commits again. The shards never see the swap: they share one
+//! `Arc<dyn Store>`, and [`SledStore`] keeps the open database in a slot of
+//! its own (`RwLock<Option<Arc<Open>>>`, where `Open` is the `sled::Db`
+//! with our handle on its log and its sync tickets). Every call clones the
+//! `Arc` out of the slot for its duration (the lock is held only for that
+//! clone; calls run on the blocking pool, never on an executor).
+//!
+//! There is no recovery thread: while the store is stopped, each call (a
+//! commit, a lookup, a read) first tries a reopen when the previous attempt
+//! is far enough back (100 ms, doubling up to 2 s, reset by a success), and
+//! only one call does so at a time (the others go on at once and get
+//! [`StoreError::Stopped`] or, if memory is still good, their read). The
+//! shards keep calling while anything waits to be written (system entries
+//! and state are retried with a backoff of up to 2 s, chat messages when
+//! clients resend), so a stopped store is retried about as often as it is
+//! needed, and costs nothing while nothing wants it. One attempt:
+//!
+//! 1. **Is the disk back?** The filesystem must have at least
+//!    [`REOPEN_MIN_FREE_BYTES`] free (a sled segment; less would fail again
+//!    at once) and take a small probe file, written and `fdatasync`ed. If
+//!    not, nothing is closed: a store whose memory is good keeps serving
+//!    reads.
+//! 2. **Close.** The database is taken out of the slot (later calls get
+//!    `Stopped`), the attempt waits (up to 5 s) until the calls that cloned
+//!    it have returned, and drops the last reference. sled flushes on drop
+//!    what it still can, and releases its file lock a moment later; the
+//!    open below waits for it (see `open_sled`).
+//! 3. **Forget cached pages.** sled's log file is `fdatasync`ed and its
+//!    pages dropped from the page cache (`POSIX_FADV_DONTNEED`), so that
+//!    the reopened database reads what the disk holds rather than pages
+//!    that a failed writeback left in memory, marked clean.
+//! 4. **Reopen and reconcile.** sled is opened with a fresh `Config` (the
+//!    old one carries the global error) and recovers its log as after a
+//!    crash: every committed batch is there, each failed one wholly or not
+//!    at all (a torn batch cuts recovery short, and that cannot drop a
+//!    committed one: a commit succeeds only once sled's flush has written
+//!    every buffer up to its own, so committed batches all lie before the
+//!    first failed write, and no commit is taken after it). The kept undo lists are applied again, newest first: entry and
+//!    dedupe keys of failed batches are removed, and the other keys get the
+//!    values of the last successful commit, whether or not the failed batch
+//!    reached the disk. Then a write (the schema version, unchanged), sled's
+//!    flush and our `fdatasync`: the undo is durable, and the disk has
+//!    proved it takes a write and its sync. If anything fails, the new
+//!    database is dropped, the undo lists are kept, and the store stays
+//!    stopped until the next attempt.
+//! 5. **Serve.** The new database goes into the slot and commits resume.
+//!
+//! The caller's rule is unchanged: a failed commit's seqs are free again,
+//! and after a reopen the store holds exactly the successful commits, so
+//! the shards' in-memory state (next seqs, dedupe cache, durable seqs) is
+//! still true and nothing needs to be recomputed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,7 +193,7 @@ mod sled_store;
 mod tests;
 
 pub use faulty::{FaultMode, FaultSwitch, FaultyStore};
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, REOPEN_FIRST_BACKOFF, REOPEN_MAX_BACKOFF, REOPEN_MIN_FREE_BYTES};
 
 /// The version of the key layout and record encoding. Written into a new
 /// store; a store with any other version is refused at open rather than
@@ -410,8 +472,11 @@ pub enum StoreError {
         expected: u32,
     },
     /// The store stopped taking writes (or reads) after an earlier write
-    /// failure; see the module docs. Restart the process.
-    #[error("the store stopped after an earlier write failure; restart needed")]
+    /// failure; it reopens once the disk takes writes again. See the module
+    /// docs.
+    #[error(
+        "the store stopped after a write failure; it reopens once the disk takes writes again"
+    )]
     Stopped,
     /// A fault injected by [`FaultyStore`] (nothing was written).
     #[error("injected storage fault during {op}")]

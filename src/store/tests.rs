@@ -644,6 +644,9 @@ fn faulty_store_fails_on_demand_and_writes_nothing() {
 fn a_failed_sync_is_undone_and_stops_commits() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
+    // Stopped until told to reopen (the disk here is fine, so a call
+    // would otherwise reopen it at once).
+    store.manual_reopen.store(true, Ordering::SeqCst);
     let key = dedupe_key("acme", visitor("v-1"), "m-1");
     let key3 = dedupe_key("acme", visitor("v-1"), "m-3");
     let mut ops = vec![conv_op("acme", "c-1", meta("v-1", ConvState::Queued))];
@@ -728,6 +731,245 @@ fn a_failed_sync_is_undone_and_stops_commits() {
         );
         assert_eq!(recovered.visitors.len(), 1);
     }
+}
+
+/// A conversation with two durable entries (one of them with a dedupe
+/// record) and a cursor, then a failed commit of entry 3 (with its dedupe
+/// record, a new state, a cursor, a visitor record and a second
+/// conversation). Returns what `recover` showed before the failure.
+fn commit_then_fail_a_sync(store: &SledStore) -> Recovered {
+    let mut ops = vec![conv_op("acme", "c-1", meta("v-1", ConvState::Queued))];
+    ops.extend(chats("acme", "c-1", 1, 2));
+    ops.push(Op::Dedupe {
+        key: dedupe_key("acme", visitor("v-1"), "m-1"),
+        hit: DedupeHit {
+            conv: c("c-1"),
+            seq: 1,
+        },
+    });
+    ops.push(Op::Cursor {
+        tenant: t("acme"),
+        conv: c("c-1"),
+        who: visitor("v-1"),
+        seq: 2,
+    });
+    commit(store, ops);
+    let good = store.recover().unwrap();
+
+    store.fail_next_sync.store(true, Ordering::SeqCst);
+    let mut ops = vec![conv_op("acme", "c-1", meta("v-1", assigned("alice")))];
+    ops.extend(chats("acme", "c-1", 3, 1));
+    ops.push(Op::Dedupe {
+        key: dedupe_key("acme", visitor("v-1"), "m-3"),
+        hit: DedupeHit {
+            conv: c("c-1"),
+            seq: 3,
+        },
+    });
+    ops.push(Op::Cursor {
+        tenant: t("acme"),
+        conv: c("c-1"),
+        who: visitor("v-1"),
+        seq: 3,
+    });
+    ops.push(Op::Visitor {
+        tenant: t("acme"),
+        visitor: UserId::from("v-1"),
+        meta: VisitorMeta {
+            last_agent: Some((UserId::from("alice"), 5)),
+        },
+    });
+    ops.push(conv_op("acme", "c-2", meta("v-2", ConvState::Queued)));
+    assert!(store.commit(&CommitBatch { ops }).is_err());
+    good
+}
+
+/// Entry 3, other than the failed one: a different message id and text.
+fn another_entry_3() -> Vec<Op> {
+    vec![
+        entry_op("acme", "c-1", chat(3, &visitor("v-1"), "m-3b", "retried")),
+        Op::Dedupe {
+            key: dedupe_key("acme", visitor("v-1"), "m-3b"),
+            hit: DedupeHit {
+                conv: c("c-1"),
+                seq: 3,
+            },
+        },
+    ]
+}
+
+/// What the store must hold after the failed batch was undone and
+/// [`another_entry_3`] committed.
+fn assert_failed_batch_absent(store: &SledStore, good: &Recovered) {
+    let mut expected = good.clone();
+    expected.convs[0].last_seq = 3;
+    assert_eq!(&store.recover().unwrap(), &expected);
+    let entries = read_after(store, "acme", "c-1", 0, 10);
+    assert_eq!(seqs(&entries), [1, 2, 3]);
+    assert_eq!(entries[2].client_id.as_deref(), Some("m-3b"));
+    let found = store
+        .lookup_dedupe(&[
+            dedupe_key("acme", visitor("v-1"), "m-3"),
+            dedupe_key("acme", visitor("v-1"), "m-3b"),
+        ])
+        .unwrap();
+    assert_eq!(
+        found,
+        [
+            None,
+            Some(DedupeHit {
+                conv: c("c-1"),
+                seq: 3
+            })
+        ]
+    );
+    assert_eq!(store.conv(&t("acme"), &c("c-2")).unwrap(), None);
+}
+
+#[test]
+fn a_reopen_after_a_failed_sync_takes_commits_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let good = commit_then_fail_a_sync(&store);
+    assert!(!store.is_writable());
+    // The next call reopens (the disk is fine), and the failed batch's seq
+    // is free again.
+    commit(&store, another_entry_3());
+    assert!(store.is_writable());
+    assert_failed_batch_absent(&store, &good);
+    drop(store);
+    assert_failed_batch_absent(&open(dir.path()), &good);
+}
+
+#[test]
+fn a_reopen_undoes_a_failed_batch_that_reached_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.manual_reopen.store(true, Ordering::SeqCst);
+    // As after a real write error: sled refuses the undo in memory, so the
+    // failed batch stays there, and reads must be refused too.
+    store.skip_memory_undo.store(true, Ordering::SeqCst);
+    let good = commit_then_fail_a_sync(&store);
+    assert!(matches!(store.recover(), Err(StoreError::Stopped)));
+    assert!(matches!(
+        store.read_entries(&t("acme"), &c("c-1"), 0, 10, &mut |_| {}),
+        Err(StoreError::Stopped)
+    ));
+    assert!(matches!(
+        store.commit(&CommitBatch {
+            ops: another_entry_3()
+        }),
+        Err(StoreError::Stopped)
+    ));
+
+    // Closing the database writes the failed batch (sled flushes on drop):
+    // the reopened database has it, and the reopen must undo it again.
+    store.reopen().unwrap();
+    assert!(store.is_writable());
+    commit(&store, another_entry_3());
+    assert_failed_batch_absent(&store, &good);
+    drop(store);
+    assert_failed_batch_absent(&open(dir.path()), &good);
+}
+
+/// A tmpfs mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts `mib` MiB, or `None` where mounting is not allowed (not root).
+    fn mount(mib: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_commits_until_it_has_space_again() {
+    // sled needs room for a few 16 MiB segments.
+    let Some(tmpfs) = Tmpfs::mount(64) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let store_dir = tmpfs.path().join("store");
+    let filler = tmpfs.path().join("filler");
+    let store = open(&store_dir);
+    commit(
+        &store,
+        vec![conv_op("acme", "c-1", meta("v-1", ConvState::Queued))],
+    );
+    // Leave sled about 16 MiB.
+    std::fs::write(&filler, vec![1u8; 40 << 20]).unwrap();
+
+    let text = "x".repeat(2000);
+    let batch = |from: u64| CommitBatch {
+        ops: (from..from + 20)
+            .map(|seq| {
+                entry_op(
+                    "acme",
+                    "c-1",
+                    chat(seq, &visitor("v-1"), &format!("m-{seq}"), &text),
+                )
+            })
+            .collect(),
+    };
+    let mut next = 1;
+    let error = loop {
+        match store.commit(&batch(next)) {
+            Ok(_) => next += 20,
+            Err(e) => break e,
+        }
+        assert!(next < 100_000, "the disk never filled up");
+    };
+    assert!(
+        matches!(&error, StoreError::Sled { source: sled::Error::Io(e), .. }
+            if e.kind() == std::io::ErrorKind::StorageFull),
+        "{error}"
+    );
+    assert!(!store.is_writable());
+    // Still full: no reopen, commits refused.
+    assert!(matches!(store.reopen(), Err(StoreError::Io { .. })));
+    assert!(matches!(
+        store.commit(&batch(next)),
+        Err(StoreError::Stopped)
+    ));
+
+    // Space again: the store reopens and takes the same seqs.
+    std::fs::remove_file(&filler).unwrap();
+    store.reopen().unwrap();
+    commit(&store, batch(next).ops);
+    let last = next + 19;
+    assert_eq!(store.recover().unwrap().convs[0].last_seq, last);
+    assert_eq!(
+        seqs(&read_after(&store, "acme", "c-1", 0, 100_000)),
+        (1..=last).collect::<Vec<_>>()
+    );
+    drop(store);
+    let store = open(&store_dir);
+    assert_eq!(
+        seqs(&read_after(&store, "acme", "c-1", 0, 100_000)),
+        (1..=last).collect::<Vec<_>>()
+    );
 }
 
 #[test]
