@@ -159,7 +159,12 @@ impl Driver {
             }
             Event::Binary => {
                 conn.request_close(close::UNSUPPORTED_DATA, "binary frames are not supported");
-                Flow::Stop
+                // Not `Stop`: the decoder would copy the rest of every read
+                // into its pending input and decode one frame of it per read,
+                // so a client sending binary frames during the close linger
+                // grew it without bound. Everything that follows is read and
+                // dropped (closing), its binary payloads skipped unbuffered.
+                Flow::Continue
             }
             Event::Ping(payload) => {
                 conn.push_control(websocket::pong_frame(payload));

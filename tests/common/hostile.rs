@@ -1,0 +1,235 @@
+//! Tools for the bad-input suites: a normal chat kept going beside the
+//! hostile connections (proof that the gateway still serves everyone
+//! else), health checks, raw sessions, and the gateway's memory.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::wire::{op, RawFrame, RawWs};
+use super::{Client, Gateway, READ_TIMEOUT};
+
+/// A visitor and an agent in one assigned conversation, on their own
+/// connections: the "normal chat" that hostile input must not disturb.
+pub struct Chat {
+    /// The visitor's connection.
+    pub visitor: Client,
+    /// The agent's connection.
+    pub agent: Client,
+    /// The conversation.
+    pub conv: String,
+    /// Messages exchanged so far (for unique ids and the expected seq).
+    sent: u64,
+    /// The conversation's last seq as both sides have seen it.
+    last_seq: u64,
+}
+
+impl Chat {
+    /// Logs in agent `healthy-agent` and visitor `healthy-visitor` of the
+    /// demo tenant and opens a conversation between them.
+    pub fn open(gw: &Gateway) -> Chat {
+        let (mut agent, _) = gw.login(&gw.agent_token("healthy-agent", &[]));
+        let (mut visitor, _) = gw.login(&gw.visitor_token("healthy-visitor", &[]));
+        let ack = visitor.say("h-0", None, "hello, anyone?");
+        let conv = ack["conv"].as_str().expect("conv").to_string();
+        let (assigned, _) = visitor.recv_until(|v| v["event"] == "assigned");
+        let (same, _) = agent.recv_until(|v| v["event"] == "assigned");
+        assert_eq!(assigned, same);
+        let last_seq = assigned["seq"].as_u64().expect("seq");
+        let mut chat = Chat {
+            visitor,
+            agent,
+            conv,
+            sent: 0,
+            last_seq,
+        };
+        chat.exchange();
+        chat
+    }
+
+    /// One message each way, each acknowledged in order and delivered to the
+    /// other side with the next seq and the same text. Panics (with the
+    /// harness's read timeout) if the gateway stopped serving them.
+    pub fn exchange(&mut self) {
+        self.sent += 1;
+        let n = self.sent;
+        let conv = self.conv.clone();
+        let text = format!("visitor line {n}");
+        let ack = self.visitor.say(&format!("hv-{n}"), Some(&conv), &text);
+        self.expect_next(&ack, "agent", &text);
+        let text = format!("agent line {n}");
+        let ack = self.agent.say(&format!("ha-{n}"), Some(&conv), &text);
+        self.expect_next(&ack, "visitor", &text);
+    }
+
+    fn expect_next(&mut self, ack: &Value, to: &str, text: &str) {
+        let seq = ack["seq"].as_u64().expect("seq");
+        assert_eq!(seq, self.last_seq + 1, "gap or reorder: {ack}");
+        self.last_seq = seq;
+        let other = if to == "agent" {
+            &mut self.agent
+        } else {
+            &mut self.visitor
+        };
+        let got = other.recv_skip_queue();
+        assert_eq!(
+            (&got["type"], &got["seq"], &got["text"]),
+            (&json!("msg"), &json!(seq), &json!(text)),
+            "the other side got the message: {got}"
+        );
+    }
+
+    /// Exchanges messages for at least `duration` (and at least once);
+    /// returns how many rounds and the slowest round.
+    pub fn keep_talking(&mut self, duration: Duration) -> (u32, Duration) {
+        let started = Instant::now();
+        let mut rounds = 0;
+        let mut slowest = Duration::ZERO;
+        while rounds == 0 || started.elapsed() < duration {
+            let round = Instant::now();
+            self.exchange();
+            slowest = slowest.max(round.elapsed());
+            rounds += 1;
+        }
+        (rounds, slowest)
+    }
+}
+
+/// The gateway answers `/health` with 200 and no connection task has
+/// panicked.
+#[track_caller]
+pub fn assert_healthy(gw: &Gateway) {
+    let (status, body) = Gateway::http_get(gw.addr, "/health");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"status":"ok"}"#),
+        "health; stderr:\n{}",
+        gw.stderr()
+    );
+    assert_eq!(
+        gw.metric_sum("kefu_connection_panics_total"),
+        0.0,
+        "no connection panicked; stderr:\n{}",
+        gw.stderr()
+    );
+}
+
+/// A raw connection that said hello as an anonymous demo visitor.
+pub fn raw_visitor(gw: &Gateway) -> RawWs {
+    let mut raw = RawWs::connect(gw.addr);
+    raw.send(json!({"type": "hello", "tenant": "demo"}));
+    assert_eq!(raw.recv()["type"], "welcome");
+    raw
+}
+
+/// Reads up to the server's close frame: (frames before it, close code).
+/// Panics on timeout or EOF without a close frame.
+pub fn frames_until_close(raw: &mut RawWs) -> (Vec<RawFrame>, u16) {
+    let mut before = Vec::new();
+    loop {
+        let frame = raw.read_frame();
+        if frame.opcode == op::CLOSE {
+            return (before, frame.close_code());
+        }
+        before.push(frame);
+    }
+}
+
+/// The text frames among `frames`, as JSON.
+pub fn texts(frames: &[RawFrame]) -> Vec<Value> {
+    frames
+        .iter()
+        .filter(|f| f.opcode == op::TEXT)
+        .map(RawFrame::json)
+        .collect()
+}
+
+/// The gateway's resident memory, from `/proc` (KiB).
+pub fn rss_kib(gw: &Gateway) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Connects a plain TCP socket (no upgrade) with the harness's read timeout.
+pub fn tcp(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Reads until EOF, a reset or the read timeout; returns what arrived and
+/// whether the connection ended (EOF or reset) rather than timing out.
+pub fn read_to_end_or_reset(stream: &mut TcpStream) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (got, false)
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+/// The status code of an HTTP response's first line, if it has one.
+pub fn http_status(response: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(response);
+    let line = text.lines().next()?;
+    let mut parts = line.split_whitespace();
+    (parts.next()? == "HTTP/1.1")
+        .then(|| parts.next()?.parse().ok())
+        .flatten()
+}
+
+/// Writes `bytes`, ignoring a peer that already closed (the gateway may
+/// drop a hostile connection before reading all of it).
+pub fn write_lossy(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    stream.write_all(bytes).is_ok()
+}
+
+/// A tiny deterministic generator (xorshift64*), so a failing run can be
+/// repeated: the seed is in the assertion messages.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (0 is replaced).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
