@@ -167,7 +167,11 @@ impl Driver {
                 Flow::Continue
             }
             Event::Ping(payload) => {
-                conn.push_control(websocket::pong_frame(payload));
+                // Closing: our close frame may already be queued, and nothing
+                // may follow it (RFC 6455 §5.5.1), a pong neither.
+                if conn.close_request.get().is_none() {
+                    conn.push_control(websocket::pong_frame(payload));
+                }
                 Flow::Continue
             }
             Event::Pong => Flow::Continue,
@@ -404,7 +408,8 @@ pub async fn sweep_idle(shard: Rc<Shard>) {
                 conn.abort.set(true);
                 conn.wake.notify();
                 dropped += 1;
-            } else if silent >= timeout && !conn.pinged.get() {
+            } else if silent >= timeout && !conn.pinged.get() && conn.close_request.get().is_none()
+            {
                 conn.pinged.set(true);
                 conn.push_control(websocket::ping_frame(b""));
             }
