@@ -9,6 +9,85 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::wire::{op, RawFrame, RawWs};
+
+/// The mask key of the frames built here (any key will do; the gateway
+/// must unmask with whatever the client chose).
+pub const KEY: [u8; 4] = [0x9c, 0x01, 0x5e, 0xf3];
+
+/// How a frame header writes its payload length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LenForm {
+    /// The shortest form: 7 bits, else 16, else 64.
+    Minimal,
+    /// The 16-bit extended length (lengths up to 65535).
+    Sixteen,
+    /// The 64-bit extended length.
+    SixtyFour,
+}
+
+/// A masked client frame header: `first` (FIN, RSV bits, opcode), the
+/// payload length `len` in `form`, and the mask key [`KEY`].
+pub fn header(first: u8, len: u64, form: LenForm) -> Vec<u8> {
+    let mut out = vec![first];
+    match form {
+        LenForm::Minimal if len < 126 => out.push(0x80 | len as u8),
+        LenForm::Minimal | LenForm::Sixteen if len <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&KEY);
+    out
+}
+
+/// `payload` masked with [`KEY`], `offset` being its position in the frame.
+pub fn mask(payload: &[u8], offset: usize) -> Vec<u8> {
+    payload
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ KEY[(offset + i) % 4])
+        .collect()
+}
+
+/// A whole masked frame with its length in `form`.
+pub fn frame(first: u8, payload: &[u8], form: LenForm) -> Vec<u8> {
+    let mut out = header(first, payload.len() as u64, form);
+    out.extend(mask(payload, 0));
+    out
+}
+
+/// A `msg` frame's JSON of exactly `len` bytes (the text pads it).
+pub fn msg_of_len(id: &str, len: usize) -> String {
+    let skeleton = json!({"type": "msg", "id": id, "text": ""}).to_string();
+    assert!(len >= skeleton.len(), "{len} is too short for a msg");
+    let text = "x".repeat(len - skeleton.len());
+    let msg = json!({"type": "msg", "id": id, "text": text}).to_string();
+    assert_eq!(msg.len(), len);
+    msg
+}
+
+/// Reads up to the server's close frame, then answers it as a client
+/// would (echoing the code), half-closes, and checks that nothing follows
+/// the close frame. Returns the frames before it and its code.
+pub fn close_after(raw: &mut RawWs) -> (Vec<RawFrame>, u16) {
+    let (before, code) = frames_until_close(raw);
+    let mut reply = code.to_be_bytes().to_vec();
+    if !(1000..=4999).contains(&code) || matches!(code, 1005 | 1006 | 1015) {
+        reply.clear();
+    }
+    let mut close = header(0x88, reply.len() as u64, LenForm::Minimal);
+    close.extend(mask(&reply, 0));
+    let _ = raw.stream.write_all(&close);
+    let _ = raw.stream.shutdown(std::net::Shutdown::Write);
+    if let Some(after) = raw.try_read_frame() {
+        panic!("the server sent a frame after its close frame: {after:?}");
+    }
+    (before, code)
+}
 use super::{Client, Gateway, READ_TIMEOUT};
 
 /// A visitor and an agent in one assigned conversation, on their own
@@ -73,7 +152,10 @@ impl Chat {
         } else {
             &mut self.visitor
         };
-        let got = other.recv_skip_queue();
+        // The agent may also be assigned conversations the tests' hostile
+        // visitors open: only this conversation's frames matter here.
+        let conv = json!(self.conv);
+        let (got, _) = other.recv_until(|v| v["type"] != "queue" && v["conv"] == conv);
         assert_eq!(
             (&got["type"], &got["seq"], &got["text"]),
             (&json!("msg"), &json!(seq), &json!(text)),
@@ -118,10 +200,16 @@ pub fn assert_healthy(gw: &Gateway) {
 
 /// A raw connection that said hello as an anonymous demo visitor.
 pub fn raw_visitor(gw: &Gateway) -> RawWs {
+    raw_visitor_welcome(gw).0
+}
+
+/// [`raw_visitor`], with its welcome (which carries the visitor's token).
+pub fn raw_visitor_welcome(gw: &Gateway) -> (RawWs, Value) {
     let mut raw = RawWs::connect(gw.addr);
     raw.send(json!({"type": "hello", "tenant": "demo"}));
-    assert_eq!(raw.recv()["type"], "welcome");
-    raw
+    let welcome = raw.recv();
+    assert_eq!(welcome["type"], "welcome");
+    (raw, welcome)
 }
 
 /// Reads up to the server's close frame: (frames before it, close code).
