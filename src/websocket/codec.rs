@@ -566,10 +566,11 @@ impl Decoder {
             Kind::Text => {
                 unmask(chunk, partial.mask, partial.done);
                 // The reservation made at the header is gone if the read
-                // ended right after it (an empty buffer is freed): make it
-                // again for the rest of the frame, rather than let the
-                // buffer double its way up past the limit.
-                self.reserve_text(partial.len - partial.done);
+                // ended right after it (an empty buffer is freed): grow with
+                // what arrives, geometrically but never past the limit, so a
+                // header followed by a trickle of bytes holds about what
+                // arrived, not the whole frame it announced.
+                self.reserve_text(chunk.len());
                 self.text.extend_from_slice(chunk);
                 self.check_text_prefix()
             }
@@ -1622,6 +1623,17 @@ mod tests {
         }
         assert_eq!(got, 1);
         assert!(most <= limit, "held {most} bytes, limit {limit}");
+
+        // A header, then a trickle: what is held follows what arrived.
+        let mut decoder = Decoder::new(limit);
+        let mut trickle = whole[..header + 3].to_vec();
+        let (head, bytes) = trickle.split_at_mut(header);
+        decoder.feed(head, &mut |_| Flow::Continue).unwrap();
+        assert_eq!(decoder.heap_bytes(), 0, "a header alone holds nothing");
+        for byte in bytes.chunks_mut(1) {
+            decoder.feed(byte, &mut |_| Flow::Continue).unwrap();
+        }
+        assert!(decoder.heap_bytes() <= 16, "{}", decoder.heap_bytes());
 
         // Fragments: 40000 bytes, then 20000 in a continuation.
         let mut decoder = Decoder::new(limit);
