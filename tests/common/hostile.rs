@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -163,19 +164,37 @@ impl Chat {
         );
     }
 
-    /// Exchanges messages for at least `duration` (and at least once);
-    /// returns how many rounds and the slowest round.
-    pub fn keep_talking(&mut self, duration: Duration) -> (u32, Duration) {
-        let started = Instant::now();
+    /// Exchanges messages until `stop` is set (and at least once), at most
+    /// one round per 50 ms (a chat, not a flood: the gateway's message rate
+    /// limit is 50 a second per connection); returns how many rounds and
+    /// the slowest round. For a thread beside a burst of bad input.
+    pub fn talk_until(&mut self, stop: &AtomicBool) -> (u32, Duration) {
+        const PACE: Duration = Duration::from_millis(50);
         let mut rounds = 0;
         let mut slowest = Duration::ZERO;
-        while rounds == 0 || started.elapsed() < duration {
+        while rounds == 0 || !stop.load(Ordering::SeqCst) {
             let round = Instant::now();
             self.exchange();
-            slowest = slowest.max(round.elapsed());
+            let took = round.elapsed();
+            slowest = slowest.max(took);
             rounds += 1;
+            // Pacing the load, not waiting for anything.
+            if let Some(rest) = PACE.checked_sub(took) {
+                std::thread::sleep(rest);
+            }
         }
         (rounds, slowest)
+    }
+}
+
+/// Sets its flag when dropped, so that a thread talking until the flag is
+/// set also stops when the test panics (a scoped thread would otherwise
+/// keep the test waiting forever).
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
