@@ -642,8 +642,7 @@ fn json_bombs_get_errors_in_time_and_the_connection_stays() {
         r#"{{"type":"msg","id":"escapes","text":"{}"}}"#,
         "\\u0041".repeat(9_000)
     );
-    // (frame, expected error code and ref, or the id of the expected ack)
-    let cases: Vec<(&str, String, Result<&str, (&str, Option<&str>)>)> = vec![
+    let cases: Vec<(&str, String, Expect)> = vec![
         (
             "10k nested arrays",
             deep_arrays.clone(),
@@ -775,6 +774,10 @@ fn json_bombs_get_errors_in_time_and_the_connection_stays() {
     assert_eq!(first.recv()["type"], "welcome");
     still_fine(&gw, &mut chat);
 }
+
+/// What a JSON bomb gets: `Ok(id)`, the ack of that message, or
+/// `Err((code, ref))`, that error.
+type Expect = Result<&'static str, (&'static str, Option<&'static str>)>;
 
 /// A msg frame of exactly `limit` bytes whose text is far over 4096.
 fn msg_near_limit(limit: usize) -> String {
