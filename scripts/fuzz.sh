@@ -11,15 +11,18 @@
 #   server_json  server frames: every protocol::server encoder round-trips
 #   handshake    the HTTP upgrade: parse_request, accept_upgrade, response
 #
-# Needs a nightly toolchain (libFuzzer's instrumentation and the address
-# sanitizer use -Z flags). Without one, it falls back to the stable
-# toolchain with RUSTC_BOOTSTRAP=1 and no sanitizer (safe Rust needs none
-# to find panics and failed assertions). Installs cargo-fuzz from crates.io
-# if it is missing. The corpus grows in fuzz/corpus/TARGET (not committed;
+# Needs a nightly toolchain (libFuzzer's instrumentation uses -Z flags).
+# Without one, it falls back to the stable toolchain with
+# RUSTC_BOOTSTRAP=1. No sanitizer by default: the fuzzed code has no
+# `unsafe`, so panics and failed assertions are what there is to find, and
+# AddressSanitizer made them many times slower here (17x for ws_decoder; set
+# FUZZ_SANITIZER=address to use it anyway, nightly only). Installs
+# cargo-fuzz from crates.io if it is missing. The corpus grows in fuzz/corpus/TARGET (not committed;
 # fuzz/seeds/TARGET holds the committed seeds), crashes land in
 # fuzz/artifacts/TARGET. Exits non-zero if any target crashed; reproduce
 # one with `cargo +nightly fuzz run -O TARGET fuzz/artifacts/TARGET/crash-...`
-# (from fuzz/), print it with `cargo +nightly fuzz fmt -O TARGET FILE`.
+# (from fuzz/, with `-s none` unless FUZZ_SANITIZER was set), print it
+# with `cargo +nightly fuzz fmt -O TARGET FILE`.
 set -euo pipefail
 
 seconds=${1:-60}
@@ -37,7 +40,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 toolchain=()
-sanitizer=()
+sanitizer=(--sanitizer "${FUZZ_SANITIZER:-none}")
 if rustup run nightly rustc --version >/dev/null 2>&1; then
     toolchain=(+nightly)
 elif rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
