@@ -17,7 +17,9 @@
 # `unsafe`, so panics and failed assertions are what there is to find, and
 # AddressSanitizer made them many times slower here (17x for ws_decoder; set
 # FUZZ_SANITIZER=address to use it anyway, nightly only). Installs
-# cargo-fuzz from crates.io if it is missing. The corpus grows in fuzz/corpus/TARGET (not committed;
+# cargo-fuzz from crates.io if it is missing.
+#
+# The corpus grows in fuzz/corpus/TARGET (not committed;
 # fuzz/seeds/TARGET holds the committed seeds), crashes land in
 # fuzz/artifacts/TARGET. Exits non-zero if any target crashed; reproduce
 # one with `cargo +nightly fuzz run -O TARGET fuzz/artifacts/TARGET/crash-...`
