@@ -78,7 +78,7 @@ pub struct LimitArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_message_bytes: Option<ByteSize>,
 
-    /// Largest chat text; larger answers `too_large` [default: 4096]
+    /// Largest chat text, at most 64KiB; larger answers `too_large` [default: 4096]
     #[arg(long, value_name = "BYTES")]
     pub max_text_bytes: Option<ByteSize>,
 

@@ -584,6 +584,27 @@ fn validation_errors_name_their_source() {
     assert!(e.contains("from --max-message-bytes"), "{e}");
 }
 
+/// Regression: a text limit over what a stored entry can hold was
+/// accepted, and every text above 96 KiB or so then failed to store,
+/// answered `unavailable` ("retry later") forever.
+#[test]
+fn text_limit_is_at_most_what_a_stored_entry_holds() {
+    let s = Scratch::new();
+    let e = s.error(
+        &["--max-message-bytes=1MiB", "--max-text-bytes=100000"],
+        &[],
+    );
+    assert!(
+        e.starts_with("--max-text-bytes: 100000 bytes is more than a stored entry can hold"),
+        "{e}"
+    );
+    let l = s
+        .load(&["--max-message-bytes=1MiB", "--max-text-bytes=64KiB"], &[])
+        .unwrap()
+        .limits;
+    assert_eq!(l.max_text_bytes, super::validate::MAX_TEXT_BYTES_LIMIT);
+}
+
 #[test]
 fn every_limit_is_checked() {
     let s = Scratch::new();

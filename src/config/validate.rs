@@ -12,6 +12,13 @@ use crate::tenants::Tenant;
 /// least as many random bytes as the hash's output (RFC 7518, 3.2).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// The largest chat text accepted as a limit. A stored entry (key and
+/// encoded value) holds at most [`crate::store::MAX_RECORD_BYTES`] (96 KiB);
+/// this leaves a third of it for the entry's ids, names and framing. A
+/// larger text would pass the limit and then fail to store, answered with
+/// `unavailable` ("retry later") forever.
+pub const MAX_TEXT_BYTES_LIMIT: usize = 64 * 1024;
+
 /// The largest token leeway accepted: clock skew is seconds, an hour is
 /// already generous, and more would quietly extend every token's life.
 pub const MAX_TOKEN_LEEWAY: Duration = Duration::from_secs(3600);
@@ -143,6 +150,15 @@ pub(crate) fn check(s: &Settings, origins: &Origins, tenants: bool) -> Result<()
                 l.max_text_bytes,
                 l.max_message_bytes,
                 origins.describe("limits.max_message_bytes")
+            ),
+        ));
+    }
+    if l.max_text_bytes > MAX_TEXT_BYTES_LIMIT {
+        return Err(invalid(
+            "limits.max_text_bytes",
+            format!(
+                "{} bytes is more than a stored entry can hold ({MAX_TEXT_BYTES_LIMIT} bytes of text at most)",
+                l.max_text_bytes
             ),
         ));
     }

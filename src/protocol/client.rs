@@ -242,16 +242,114 @@ pub fn parse(text: &str) -> Parsed<'_> {
 }
 
 /// Best effort: the `id` or `ref` of a frame that failed to parse as a
-/// frame (a field of the wrong type, say), so its error can name it.
+/// frame (a field of the wrong type, say), so its error can name it, and
+/// whether it said `"type":"hello"`.
+///
+/// Only those three keys are read; every other value is skipped without
+/// being built (serde_json skips without recursion), so a deeply nested
+/// value elsewhere does not hide them, as it did when the whole frame was
+/// read as a `serde_json::Value` (which gives up past 128 levels).
 fn reference_of_invalid(text: &str) -> (Option<String>, bool) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+    let Ok(keys) = serde_json::from_str::<KeyStrings>(text) else {
         return (None, false);
     };
-    let pick = |key| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     (
-        pick("id").or_else(|| pick("ref")),
-        pick("type").as_deref() == Some("hello"),
+        keys.id.or(keys.reference),
+        keys.kind.as_deref() == Some("hello"),
     )
+}
+
+/// The string values of `type`, `id` and `ref` in a JSON object (the last
+/// one of a repeated key counts; a value that is not a string is `None`).
+#[derive(Default)]
+struct KeyStrings {
+    kind: Option<String>,
+    id: Option<String>,
+    reference: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for KeyStrings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = KeyStrings;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<KeyStrings, A::Error> {
+                let mut keys = KeyStrings::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let slot = match key.as_str() {
+                        "type" => &mut keys.kind,
+                        "id" => &mut keys.id,
+                        "ref" => &mut keys.reference,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = map.next_value::<StringOrNot>()?.0;
+                }
+                Ok(keys)
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// Any JSON value: `Some` of a string, `None` of anything else (skipped
+/// without being built).
+struct StringOrNot(Option<String>);
+
+impl<'de> Deserialize<'de> for StringOrNot {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = StringOrNot;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(Some(v.to_owned())))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StringOrNot, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(StringOrNot(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StringOrNot, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(StringOrNot(None))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
 }
 
 /// The fields of a [`RawFrame`], unwrapped.
@@ -502,6 +600,29 @@ mod tests {
             .message
             .contains("online"));
         assert!(refused("{\"type\":").message.contains("JSON"));
+    }
+
+    /// Regression: the `id`/`ref` and the hello-ness of a refused frame
+    /// were read by parsing it again as a `serde_json::Value`, which gives
+    /// up past 128 levels: a deeply nested field hid them, so such an error
+    /// carried no `ref`, and such a hello closed 4401 instead of 4400.
+    #[test]
+    fn a_deep_field_does_not_hide_the_frames_reference_or_type() {
+        let deep = format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+        let r = refused(&format!(r#"{{"type":"msg","id":"m-1","text":{deep}}}"#));
+        assert_eq!((r.reference.as_deref(), r.hello), (Some("m-1"), false));
+        let r = refused(&format!(r#"{{"type":"hello","tenant":{deep}}}"#));
+        assert!(r.hello);
+        let r = refused(&format!(r#"{{"x":{deep},"type":"sync","ref":"s-1"}}"#));
+        assert_eq!(r.reference.as_deref(), Some("s-1"));
+        // As before: the last of a repeated key counts, non-strings are no
+        // reference, and what is not JSON has none.
+        let r = refused(r#"{"type":"msg","id":"a","id":"b","text":1}"#);
+        assert_eq!(r.reference.as_deref(), Some("b"));
+        let r = refused(r#"{"type":"msg","id":5,"ref":"r","text":1}"#);
+        assert_eq!(r.reference.as_deref(), Some("r"));
+        let r = refused(r#"{"type":"msg","id":"m-2","text":"#);
+        assert_eq!((r.reference, r.hello), (None, false));
     }
 
     #[test]

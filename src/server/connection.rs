@@ -159,10 +159,19 @@ impl Driver {
             }
             Event::Binary => {
                 conn.request_close(close::UNSUPPORTED_DATA, "binary frames are not supported");
-                Flow::Stop
+                // Not `Stop`: the decoder would copy the rest of every read
+                // into its pending input and decode one frame of it per read,
+                // so a client sending binary frames during the close linger
+                // grew it without bound. Everything that follows is read and
+                // dropped (closing), its binary payloads skipped unbuffered.
+                Flow::Continue
             }
             Event::Ping(payload) => {
-                conn.push_control(websocket::pong_frame(payload));
+                // Closing: our close frame may already be queued, and nothing
+                // may follow it (RFC 6455 §5.5.1), a pong neither.
+                if conn.close_request.get().is_none() {
+                    conn.push_control(websocket::pong_frame(payload));
+                }
                 Flow::Continue
             }
             Event::Pong => Flow::Continue,
@@ -403,7 +412,8 @@ pub async fn sweep_idle(shard: Rc<Shard>) {
                 conn.abort.set(true);
                 conn.wake.notify();
                 dropped += 1;
-            } else if silent >= timeout && !conn.pinged.get() {
+            } else if silent >= timeout && !conn.pinged.get() && conn.close_request.get().is_none()
+            {
                 conn.pinged.set(true);
                 conn.push_control(websocket::ping_frame(b""));
             }

@@ -524,11 +524,7 @@ impl Decoder {
                 // Assembled in `text`. A message's first frame reserves exactly
                 // what its header announces; continuations grow the buffer
                 // geometrically, so a flood of tiny fragments stays linear.
-                if self.text.is_empty() {
-                    self.text.reserve_exact(len);
-                } else {
-                    self.text.reserve(len);
-                }
+                self.reserve_text(len);
                 self.partial = Some(partial);
                 Ok(Flow::Continue)
             }
@@ -536,6 +532,20 @@ impl Decoder {
                 self.partial = Some(partial);
                 Ok(Flow::Continue)
             }
+        }
+    }
+
+    /// Makes room for `additional` more bytes of text: exactly that for a
+    /// message's first bytes, geometric growth after, but never past the
+    /// message limit (the message's total was checked against it), so a
+    /// message in progress holds at most the limit.
+    fn reserve_text(&mut self, additional: usize) {
+        let needed = self.text.len() + additional;
+        if needed > self.text.capacity() {
+            let target = (self.text.capacity() * 2)
+                .max(needed)
+                .min(self.max_message_bytes.max(needed));
+            self.text.reserve_exact(target - self.text.len());
         }
     }
 
@@ -555,6 +565,12 @@ impl Decoder {
             Kind::Binary => Ok(()),
             Kind::Text => {
                 unmask(chunk, partial.mask, partial.done);
+                // The reservation made at the header is gone if the read
+                // ended right after it (an empty buffer is freed): grow with
+                // what arrives, geometrically but never past the limit, so a
+                // header followed by a trickle of bytes holds about what
+                // arrived, not the whole frame it announced.
+                self.reserve_text(chunk.len());
                 self.text.extend_from_slice(chunk);
                 self.check_text_prefix()
             }
@@ -1577,6 +1593,62 @@ mod tests {
             "{}",
             std::mem::size_of::<Decoder>()
         );
+    }
+
+    /// Regression (found by the `ws_decoder` fuzz target): a text frame
+    /// whose header ended a read lost its reservation (the empty buffer was
+    /// freed) and its payload, arriving in pieces, doubled the buffer up to
+    /// the next power of two; continuations grew it geometrically too. Both
+    /// went past the message limit, up to twice it.
+    #[test]
+    fn a_message_in_progress_never_holds_more_than_the_limit() {
+        let limit = 61_997;
+        // The header alone, then the payload a byte at a time.
+        let whole = frame(0x1, true, &vec![b'a'; 55_867]);
+        let mut decoder = Decoder::new(limit);
+        let header = 4 + 4;
+        let mut pieces: Vec<&[u8]> = vec![&whole[..header]];
+        pieces.extend(whole[header..].chunks(1));
+        let mut most = 0;
+        let mut got = 0;
+        for piece in pieces {
+            let mut piece = piece.to_vec();
+            decoder
+                .feed(&mut piece, &mut |_| {
+                    got += 1;
+                    Flow::Continue
+                })
+                .unwrap();
+            most = most.max(decoder.heap_bytes());
+        }
+        assert_eq!(got, 1);
+        assert!(most <= limit, "held {most} bytes, limit {limit}");
+
+        // A header, then a trickle: what is held follows what arrived.
+        let mut decoder = Decoder::new(limit);
+        let mut trickle = whole[..header + 3].to_vec();
+        let (head, bytes) = trickle.split_at_mut(header);
+        decoder.feed(head, &mut |_| Flow::Continue).unwrap();
+        assert_eq!(decoder.heap_bytes(), 0, "a header alone holds nothing");
+        for byte in bytes.chunks_mut(1) {
+            decoder.feed(byte, &mut |_| Flow::Continue).unwrap();
+        }
+        assert!(decoder.heap_bytes() <= 16, "{}", decoder.heap_bytes());
+
+        // Fragments: 40000 bytes, then 20000 in a continuation.
+        let mut decoder = Decoder::new(limit);
+        let mut most = 0;
+        for piece in [
+            frame(0x1, false, &vec![b'b'; 40_000]),
+            frame(0x0, true, &vec![b'c'; 20_000]),
+        ] {
+            for chunk in piece.chunks(7_000) {
+                let mut chunk = chunk.to_vec();
+                decoder.feed(&mut chunk, &mut |_| Flow::Continue).unwrap();
+                most = most.max(decoder.heap_bytes());
+            }
+        }
+        assert!(most <= limit, "held {most} bytes, limit {limit}");
     }
 
     /// A small deterministic generator, so the randomized tests need no crate

@@ -9,6 +9,7 @@
 //! read that ends when the awaited frame (or the timeout) arrives.
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, Read};
