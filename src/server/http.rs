@@ -33,14 +33,14 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
                     HandshakeFailure::BadRequest
                 };
                 shard.metrics.handshake_failed(why);
-                let _ = write_all(stream, &e.to_response()).await;
+                respond(stream, &e.to_response()).await;
                 shard.pool.give(buf);
                 return None;
             }
         }
         if filled == buf.len() {
             shard.metrics.handshake_failed(HandshakeFailure::TooLarge);
-            let _ = write_all(
+            respond(
                 stream,
                 &HttpError {
                     status: 431,
@@ -71,7 +71,7 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
             Some(Ok(n)) => filled += n,
             None => {
                 shard.metrics.handshake_failed(HandshakeFailure::Timeout);
-                let _ = write_all(
+                respond(
                     stream,
                     &websocket::response(408, "Request Timeout", "text/plain", b"", &[]),
                 )
@@ -96,22 +96,32 @@ pub async fn handshake(shard: &Shard, stream: &mut TcpStream) -> Option<(Request
             }
             Err(e) => {
                 shard.metrics.handshake_failed(HandshakeFailure::BadRequest);
-                let _ = write_all(stream, &e.to_response()).await;
+                respond(stream, &e.to_response()).await;
                 None
             }
         },
         ("GET", "/health") => {
-            let _ = write_all(stream, &health_response(shard)).await;
+            respond(stream, &health_response(shard)).await;
             None
         }
         ("GET", "/ready") => {
-            let _ = write_all(stream, &ready_response(shard)).await;
+            respond(stream, &ready_response(shard)).await;
             None
         }
         _ => {
-            let _ = write_all(stream, &asset.unwrap_or_else(not_found)).await;
+            respond(stream, &asset.unwrap_or_else(not_found)).await;
             None
         }
+    }
+}
+
+/// Answers a plain HTTP request and closes the connection without losing
+/// the answer: a close with unread input makes the kernel reset the
+/// connection, which can destroy the response on the client's side (see
+/// `connection::lingering_close`).
+async fn respond(stream: &mut TcpStream, response: &[u8]) {
+    if write_all(stream, response).await.is_ok() {
+        super::connection::lingering_close(stream).await;
     }
 }
 
