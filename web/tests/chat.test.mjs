@@ -89,6 +89,8 @@ test("a visitor and an agent hold a conversation", async () => {
   await vp.locator("#kefu-widget .x").click();
   await c.say("Anything else?");
   await see(w.badge, "1");
+  // The ack to the agent and the delivery to the visitor race: wait for the ack, then check it was not read.
+  await until(async () => (await statusOf(c.mine.last())) !== "sending", "agent's message acked");
   assert.equal(await statusOf(c.mine.last()), "sent", "not read while the panel is closed");
   await w.launch.click();
   assert.ok(await w.badge.isHidden());
