@@ -8,10 +8,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::wire::RawWs;
+use common::wire::{RawWs, WS_KEY};
 use common::{Client, Gateway, Options, READ_TIMEOUT};
 use serde_json::{json, Value};
 use tungstenite::Message;
@@ -263,4 +265,69 @@ fn drain_timeout_bounds_the_exit_when_clients_do_not_answer() {
         let frame = c.read_frame();
         assert_eq!(frame.close_code(), 1001);
     }
+}
+
+/// Reads from `s` until `buf` holds the HTTP head and `more` bytes after it.
+fn read_head_and(s: &mut TcpStream, more: usize) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if buf.len() >= end + 4 + more {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                return (head, buf[end + 4..].to_vec());
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).expect("read");
+        assert!(n > 0, "EOF after {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn a_connection_that_upgrades_during_the_drain_is_closed_1001_too() {
+    let mut gw = Gateway::start(Options::shards(1).arg("--drain-timeout").arg("10s"));
+    // One client that closes at once, to see the drain begin; one that never
+    // answers its close, which keeps the drain going for the close linger.
+    let (mut watcher, _) = gw.anonymous("demo");
+    let mut holder = RawWs::connect(gw.addr);
+    holder.send(json!({"type": "hello", "tenant": "demo"}));
+    assert_eq!(holder.recv()["type"], "welcome");
+    // A connection accepted before the drain, its upgrade request half sent.
+    let mut late = TcpStream::connect(gw.addr).unwrap();
+    late.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let addr = gw.addr;
+    late.write_all(format!("GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .unwrap();
+    // Make sure the gateway has accepted it (a request on another
+    // connection is answered after this one was accepted, on one shard).
+    assert_eq!(Gateway::http_get(gw.addr, "/health").0, 200);
+
+    gw.signal(libc::SIGTERM);
+    assert_eq!(watcher.expect_close(), 1001);
+    // Now the upgrade completes, during the drain.
+    late.write_all(
+        format!(
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let (head, frame) = read_head_and(&mut late, 4);
+    if head.starts_with("HTTP/1.1 101") {
+        assert_eq!(frame[0], 0x88, "a close frame: {frame:?}");
+        assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1001);
+    } else {
+        // Refusing the upgrade outright is as good: the client retries elsewhere.
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "told at once, not at the drain deadline"
+    );
+    assert_eq!(holder.read_frame().close_code(), 1001);
+    let (status, _) = gw.wait_exit(Duration::from_secs(10) + SLACK);
+    assert!(status.success());
 }
