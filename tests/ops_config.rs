@@ -551,3 +551,89 @@ fn cpus_pins_the_shards_and_too_few_cpus_are_refused() {
     assert_eq!(code, 2);
     assert!(err.contains("--cpus") && err.contains("backwards"), "{err}");
 }
+
+/// The `[default: ...]` of every `serve` flag, as `--help` prints it, is the
+/// value `check-config` reports when nothing sets it: the help text and the
+/// defaults in the code cannot drift apart.
+#[test]
+fn help_defaults_are_the_real_defaults() {
+    use kefu::config::{parse_duration, ByteSize};
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "kefu.toml", &tenant("acme"));
+    let (code, out, err) = kefu(&["check-config", &file], &[]);
+    assert_eq!(code, 0, "{err}");
+    let effective = effective(&out);
+    let (code, help, _) = kefu(&["serve", "--help"], &[]);
+    assert_eq!(code, 0);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+
+    enum Kind {
+        Text,
+        Bytes,
+        Duration,
+    }
+    use Kind::*;
+    let flags = [
+        ("listen", "listen", Text),
+        ("admin-listen", "admin_listen", Text),
+        ("data-dir", "data_dir", Text),
+        ("agent-grace", "agent_grace", Duration),
+        ("drain-timeout", "drain_timeout", Duration),
+        ("log-format", "log_format", Text),
+        ("max-message-bytes", "limits.max_message_bytes", Bytes),
+        ("max-text-bytes", "limits.max_text_bytes", Bytes),
+        ("max-handshake-bytes", "limits.max_handshake_bytes", Bytes),
+        ("handshake-timeout", "limits.handshake_timeout", Duration),
+        ("hello-timeout", "limits.hello_timeout", Duration),
+        ("outbound-limit", "limits.outbound_limit_bytes", Bytes),
+        ("token-leeway", "limits.token_leeway", Duration),
+        ("msg-rate-limit", "limits.msg_rate_limit", Text),
+        ("idle-timeout", "limits.idle_timeout", Duration),
+        (
+            "max-connections-per-shard",
+            "limits.max_connections_per_shard",
+            Text,
+        ),
+        (
+            "max-connections-per-ip",
+            "limits.max_connections_per_ip",
+            Text,
+        ),
+        ("store-cache-bytes", "store.cache_bytes", Bytes),
+    ];
+    for (flag, key, kind) in flags {
+        let at = help
+            .find(&format!("--{flag} <"))
+            .unwrap_or_else(|| panic!("--{flag} not in the help"));
+        let entry = &help[at..at + help[at..].find("[env:").unwrap()];
+        let default = entry
+            .split_once("[default: ")
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .unwrap_or_else(|| panic!("--{flag}: no [default: ...] in {entry:?}"))
+            .0;
+        let mut value = &effective;
+        let mut path: Vec<&str> = key.split('.').collect();
+        let last = path.pop().unwrap();
+        for table in path {
+            value = value[table].as_table().unwrap();
+        }
+        let actual = &value[last];
+        let actual_text = match actual {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match kind {
+            Text => assert_eq!(default, actual_text, "--{flag}"),
+            Bytes => assert_eq!(
+                default.parse::<ByteSize>().unwrap().0,
+                actual.as_integer().unwrap() as u64,
+                "--{flag}: {default} vs {actual_text}"
+            ),
+            Duration => assert_eq!(
+                parse_duration(default).unwrap(),
+                parse_duration(&actual_text).unwrap(),
+                "--{flag}"
+            ),
+        }
+    }
+}
