@@ -83,6 +83,10 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
     let sled = SledStore::open(&settings.data_dir.join("store"), &settings.store)
         .map_err(|e| format!("opening the store in {}: {e}", settings.data_dir.display()))?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store opened"
+    );
     let (store, faults): (Arc<dyn Store>, _) = if settings.fault_injection {
         tracing::warn!(
             "--fault-injection: storage faults and panics on request; a testing aid, never for production"
