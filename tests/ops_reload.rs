@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::wire::{claims, jwt};
-use common::{Client, Gateway, Options};
+use common::{metric_by_label, Client, Gateway, Options};
 use jsonwebtoken::Algorithm::HS256;
 use serde_json::{json, Value};
 
@@ -87,6 +87,12 @@ fn still_served(agent: &mut Client, status: &str) {
     agent.send(json!({"type": "status", "status": status}));
     let (echo, _) = agent.recv_until(|v| v["type"] == "status");
     assert_eq!(echo, json!({"type": "status", "status": status}));
+}
+
+/// `kefu_config_reloads_total`: (ok, failed).
+fn reloads(gw: &Gateway) -> (f64, f64) {
+    let by = metric_by_label(&gw.metrics(), "kefu_config_reloads_total", "result");
+    (by["ok"], by["failed"])
 }
 
 #[test]
@@ -166,8 +172,9 @@ fn sighup_adds_rotates_and_removes_tenants_without_dropping_others() {
     let (mut gamma_visitor, _) = gw.anonymous("gamma");
     gamma_visitor.say("g-1", None, "hello gamma");
 
-    // The process still serves, and the reload shows in nothing else.
+    // The process still serves, and counted the reload.
     assert_eq!(Gateway::http_get(gw.admin, "/ready").0, 200);
+    assert_eq!(reloads(&gw), (1.0, 0.0));
     let status = gw.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}");
 }
@@ -215,6 +222,7 @@ fn sighup_with_a_broken_file_changes_nothing() {
         assert_eq!(Gateway::http_get(gw.admin, "/ready").0, 200, "{what}");
         assert_eq!(Gateway::http_get(gw.addr, "/health").0, 200, "{what}");
     }
+    assert_eq!(reloads(&gw), (0.0, broken.len() as f64));
     let ack = visitor.say("m-2", None, "after");
     assert!(ack["seq"].as_u64().unwrap() >= 2, "{ack}");
 
@@ -222,6 +230,7 @@ fn sighup_with_a_broken_file_changes_nothing() {
     reload(&gw, &tenant("acme", ACME_NEW));
     gw.login(&token("acme", ACME_NEW, "carol", "agent"));
     still_served(&mut agent, "away");
+    assert_eq!(reloads(&gw), (1.0, broken.len() as f64));
 }
 
 #[test]

@@ -342,11 +342,13 @@ fn control_thread(
                 }
                 (SIGHUP, Some(path)) => match crate::config::reload_tenants(path) {
                     Ok(tenants) => {
+                        crate::metrics::RELOADS_OK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(tenants = tenants.len(), file = %path.display(), "SIGHUP: tenants reloaded");
                         *reloaded.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(tenants);
                         CONTROL_RELOAD
                     }
                     Err(e) => {
+                        crate::metrics::RELOADS_FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::error!(error = %e, "SIGHUP: the config file does not load; nothing changed");
                         continue;
                     }
