@@ -205,16 +205,36 @@ fn check_config_prints_everything_with_secrets_redacted() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out2, out);
 
-    // Without a config file: the demo tenant, whose secret is redacted too.
+    // Without a config file: the demo tenant. Checking writes nothing, not
+    // even the data directory or the demo secret that `serve` would make.
     let data = dir.path().join("data");
-    let (code, out, err) = kefu(&["check-config", "--data-dir", data.to_str().unwrap()], &[]);
+    let data_arg = data.to_str().unwrap();
+    let (code, out, err) = kefu(&["check-config", "--data-dir", data_arg], &[]);
     assert_eq!(code, 0, "{err}");
-    let demo_secret = std::fs::read_to_string(data.join("demo.secret")).unwrap();
-    assert!(!out.contains(demo_secret.trim()), "{out}");
+    assert!(!data.exists(), "check-config made {}", data.display());
     assert_eq!(
         effective(&out)["tenants"].as_array().unwrap()[0]["id"].as_str(),
         Some("demo")
     );
+    // Once the secret exists (made here by `kefu token`), it is redacted too.
+    let (code, _, err) = kefu(
+        &[
+            "token",
+            "--role",
+            "agent",
+            "--sub",
+            "a",
+            "--data-dir",
+            data_arg,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let demo_secret = std::fs::read_to_string(data.join("demo.secret")).unwrap();
+    let (code, out, err) = kefu(&["check-config", "--data-dir", data_arg], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(demo_secret.trim()), "{out}");
+    assert!(out.contains("secret = \"<redacted>\""), "{out}");
 }
 
 /// One bad configuration: what it is, the arguments, the environment, and
