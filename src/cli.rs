@@ -43,6 +43,7 @@ pub enum Command {
     Token(TokenArgs),
     /// Check the configuration (flags, `KEFU_*` environment, file) and print
     /// the effective settings as TOML, secrets redacted. Exits 2 if invalid.
+    /// Writes nothing (not even the demo tenant's secret).
     CheckConfig(CheckConfigArgs),
 }
 
@@ -348,7 +349,7 @@ pub(crate) fn run_with(
                 serve.config = args.file.clone();
             }
             init_tracing(config::peek_log_format(&serve, env), env);
-            match config::load_with_env(&serve, env) {
+            match config::check_with_env(&serve, env) {
                 Ok(settings) => match write!(out, "{}", settings.to_toml_redacted())
                     .and_then(|()| out.flush())
                 {

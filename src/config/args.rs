@@ -18,11 +18,11 @@ use super::LogFormat;
 /// Flags of `kefu serve` (bare `kefu` is `kefu serve` with none of them).
 #[derive(Args, Clone, Debug, Default, PartialEq)]
 pub struct ServeArgs {
-    /// Main listener: WebSocket `/v1/ws` and `/health` [default: 127.0.0.1:8080]
+    /// Main listener: WebSocket `/v1/ws`, `/health`, `/ready`, the web pages [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Admin listener: `/metrics` [default: 127.0.0.1:9090]
+    /// Admin listener: `/metrics`, `/health`, `/ready` [default: 127.0.0.1:9090]
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 

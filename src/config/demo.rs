@@ -74,6 +74,16 @@ pub fn demo_secret(data_dir: &Path) -> io::Result<Vec<u8>> {
     Ok(secret.into_bytes())
 }
 
+/// The demo tenant's secret if `<data_dir>/demo.secret` exists (read and
+/// checked as [`demo_secret`] does), `None` if it does not; makes nothing.
+pub(crate) fn existing_demo_secret(data_dir: &Path) -> io::Result<Option<Vec<u8>>> {
+    match read_secret(&data_dir.join(DEMO_SECRET_FILE)) {
+        Ok(secret) => Ok(Some(secret)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the data directory (and its parents) if it does not exist; a
 /// new directory is mode 0700, since it will hold every conversation.
 pub(crate) fn create_data_dir(dir: &Path) -> io::Result<()> {

@@ -321,6 +321,25 @@ pub fn load(args: &ServeArgs) -> Result<Settings, ConfigError> {
 
 /// [`load`], with the environment read through `env` instead of the process's.
 pub fn load_with_env(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Settings, ConfigError> {
+    load_inner(args, env, true)
+}
+
+/// [`load_with_env`] for `kefu check-config`: the same settings, checked
+/// the same way, but nothing is written. Without a config file the demo
+/// tenant's secret is read if the data directory has one, and a
+/// placeholder stands in for it if not (check-config prints every secret
+/// redacted, so the difference never shows).
+pub fn check_with_env(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Settings, ConfigError> {
+    load_inner(args, env, false)
+}
+
+/// Loads the settings; `make_demo_secret`: make the demo secret (and the
+/// data directory) if there is no config file and no secret yet.
+fn load_inner(
+    args: &ServeArgs,
+    env: EnvLookup<'_>,
+    make_demo_secret: bool,
+) -> Result<Settings, ConfigError> {
     let mut layers = Layers {
         env,
         file: None,
@@ -513,7 +532,7 @@ pub fn load_with_env(args: &ServeArgs, env: EnvLookup<'_>) -> Result<Settings, C
 
     let tenants = match &config_file {
         Some(path) => file_tenants(path, file.tenants)?,
-        None => vec![demo_tenant(&data_dir)?],
+        None => vec![demo_tenant(&data_dir, make_demo_secret)?],
     };
     let settings = Settings {
         listen,
@@ -607,9 +626,16 @@ fn file_tenants(path: &Path, list: Vec<file::FileTenant>) -> Result<Vec<Tenant>,
     Ok(tenants)
 }
 
-/// The zero-config tenant: `demo`, anonymous visitors, any origin.
-fn demo_tenant(data_dir: &Path) -> Result<Tenant, ConfigError> {
-    let secret = demo_secret(data_dir).map_err(|source| ConfigError::DataDir {
+/// The zero-config tenant: `demo`, anonymous visitors, any origin. Its
+/// secret is made if `make` and there is none yet; otherwise a missing one
+/// is replaced by a placeholder (see [`check_with_env`]).
+fn demo_tenant(data_dir: &Path, make: bool) -> Result<Tenant, ConfigError> {
+    let secret = if make {
+        demo_secret(data_dir)
+    } else {
+        demo::existing_demo_secret(data_dir).map(|found| found.unwrap_or_else(|| vec![b'0'; 64]))
+    }
+    .map_err(|source| ConfigError::DataDir {
         path: data_dir.to_owned(),
         source,
     })?;

@@ -14,11 +14,13 @@ use crate::tenants::Tenants;
 /// Everything `kefu serve` needs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Main listener: WebSocket at `/v1/ws` and `/health`. Default
-    /// `127.0.0.1:8080`: loopback until the operator chooses to expose it.
+    /// Main listener: WebSocket at `/v1/ws`, `/health`, `/ready` and the
+    /// web pages (widget, console, demo). Default `127.0.0.1:8080`:
+    /// loopback until the operator chooses to expose it.
     pub listen: SocketAddr,
-    /// Admin listener: `/metrics`. Default `127.0.0.1:9090`, apart from the
-    /// main port so that metrics are never exposed with the chat.
+    /// Admin listener: `/metrics`, and `/health` and `/ready` again.
+    /// Default `127.0.0.1:9090`, apart from the main port so that metrics
+    /// are never exposed with the chat.
     pub admin_listen: SocketAddr,
     /// Number of shards (executors, one per core). Default: every core
     /// the process may run on.

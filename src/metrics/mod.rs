@@ -64,6 +64,12 @@ impl HandshakeFailure {
     }
 }
 
+/// SIGHUP reloads whose config file loaded; the shards take its tenants
+/// right after (process-wide: the control thread counts them).
+pub static RELOADS_OK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// SIGHUP reloads refused because the config file did not load.
+pub static RELOADS_FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A histogram with fixed bucket bounds, counted in cells.
 pub struct Histogram {
     /// Upper bounds of the buckets (the `le` labels), ascending.

@@ -312,6 +312,18 @@ impl Collector for Snapshots {
             |m| tenants().try_for_each(|t| histogram(m, &tenant_label(t), &t.queue_wait_seconds)),
         )?;
 
+        family(
+            &mut e,
+            "kefu_config_reloads",
+            "SIGHUP reloads of the tenants, by result (failed: the file did not load; nothing changed).",
+            MetricType::Counter,
+            |m| {
+                use std::sync::atomic::Ordering::Relaxed;
+                let result = |r: &str| vec![("result", r.to_owned())];
+                counter(m, &result("ok"), super::RELOADS_OK.load(Relaxed))?;
+                counter(m, &result("failed"), super::RELOADS_FAILED.load(Relaxed))
+            },
+        )?;
         let (rss, fds) = process_numbers();
         family(
             &mut e,

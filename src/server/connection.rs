@@ -88,6 +88,11 @@ async fn serve_admitted(shard: &Rc<Shard>, mut stream: TcpStream, peer: SocketAd
         head.origin.map(String::into_boxed_str),
     ));
     shard.conns.borrow_mut().insert(id, conn.clone());
+    if shard.draining() {
+        // Accepted before the drain began, upgraded during it: the drain's
+        // waves went by without it, so it is told now.
+        conn.request_close(close::GOING_AWAY, "gateway shutting down");
+    }
     let mut driver = Driver {
         shard: shard.clone(),
         conn: conn.clone(),

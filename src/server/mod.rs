@@ -83,6 +83,10 @@ pub fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
     let sled = SledStore::open(&settings.data_dir.join("store"), &settings.store)
         .map_err(|e| format!("opening the store in {}: {e}", settings.data_dir.display()))?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store opened"
+    );
     let (store, faults): (Arc<dyn Store>, _) = if settings.fault_injection {
         tracing::warn!(
             "--fault-injection: storage faults and panics on request; a testing aid, never for production"
@@ -338,11 +342,13 @@ fn control_thread(
                 }
                 (SIGHUP, Some(path)) => match crate::config::reload_tenants(path) {
                     Ok(tenants) => {
+                        crate::metrics::RELOADS_OK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(tenants = tenants.len(), file = %path.display(), "SIGHUP: tenants reloaded");
                         *reloaded.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(tenants);
                         CONTROL_RELOAD
                     }
                     Err(e) => {
+                        crate::metrics::RELOADS_FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::error!(error = %e, "SIGHUP: the config file does not load; nothing changed");
                         continue;
                     }

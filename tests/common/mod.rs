@@ -37,6 +37,8 @@ pub struct Options {
     pub config: Option<String>,
     /// Extra arguments after `serve`.
     pub args: Vec<String>,
+    /// Extra environment variables (set after the harness's own `RUST_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             shards: 1,
             config: None,
             args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -69,6 +72,12 @@ impl Options {
         self.config = Some(toml.to_string());
         self
     }
+
+    /// Sets an environment variable for the gateway process.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
 }
 
 /// A running gateway process.
@@ -87,6 +96,9 @@ pub struct Gateway {
     pub options: Options,
     /// stderr of the process, collected by a thread (for failure messages).
     stderr: mpsc::Receiver<String>,
+    /// stderr lines taken from `stderr` so far, and how many of them
+    /// [`Gateway::wait_for_log`] has looked at.
+    log: std::cell::RefCell<(Vec<String>, usize)>,
 }
 
 fn binary() -> &'static str {
@@ -126,6 +138,9 @@ impl Gateway {
             cmd.arg("--config").arg(&path);
         }
         cmd.args(&options.args);
+        for (name, value) in &options.env {
+            cmd.env(name, value);
+        }
         let mut child = cmd.spawn().expect("spawn kefu");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
@@ -174,6 +189,7 @@ impl Gateway {
             _temp: None,
             options,
             stderr: err_rx,
+            log: Default::default(),
         }
     }
 
@@ -293,31 +309,21 @@ impl Gateway {
     /// SIGTERM, then waits for the exit (at most `limit`). Returns the exit
     /// status, or panics if it did not exit in time.
     pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
+        self.sigterm();
+        self.wait_exit(limit).0
+    }
+
+    /// Sends a signal (`libc::SIGHUP`, `libc::SIGTERM`, ...) to the process.
+    pub fn signal(&self, signal: i32) {
         // SAFETY: plain kill(2) on our child's pid.
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("gateway did not exit within {limit:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            libc::kill(self.pid() as i32, signal);
         }
     }
 
     /// Sends SIGTERM without waiting (see [`Gateway::wait_exit`]).
     pub fn sigterm(&self) {
-        let pid = self.pid();
-        // SAFETY: plain kill(2) on our child's pid.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
-        }
+        self.signal(libc::SIGTERM);
     }
 
     /// Waits for the process to exit (at most `limit`); returns its status
@@ -338,6 +344,12 @@ impl Gateway {
         }
     }
 
+    /// The config file the harness wrote (`Options::config`), to rewrite
+    /// before a SIGHUP.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("kefu-test.toml")
+    }
+
     /// Starts a new process on the same data directory.
     pub fn restart(&mut self, options: Options) {
         assert!(self.child.is_none(), "stop the gateway first");
@@ -348,7 +360,50 @@ impl Gateway {
 
     /// Whatever the gateway wrote on stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+        let mut log = self.log.borrow_mut();
+        log.0.extend(self.stderr.try_iter());
+        log.0.join("\n")
+    }
+
+    /// Waits for a stderr line matching `pred` that no earlier call has
+    /// returned or passed over, at most `limit`; returns it, or panics with
+    /// what was logged. Each line is looked at once, so successive calls
+    /// wait for successive events.
+    pub fn wait_for_log(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        let mut log = self.log.borrow_mut();
+        loop {
+            while log.1 < log.0.len() {
+                let i = log.1;
+                log.1 += 1;
+                if pred(&log.0[i]) {
+                    return log.0[i].clone();
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => log.0.push(line),
+                Err(_) => panic!(
+                    "no such log line within {limit:?}; stderr:\n{}",
+                    log.0.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every stderr line, once the process has exited and its stderr is
+    /// closed (waits at most `limit` for the end).
+    pub fn stderr_to_end(&self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut log = self.log.borrow_mut();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => log.0.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return log.0.clone(),
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stderr still open after {limit:?}"),
+            }
+        }
     }
 }
 
