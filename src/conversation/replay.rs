@@ -29,7 +29,7 @@ use crate::ids::{ConnRef, ConvId, Participant, Role, TenantId};
 use crate::metrics::add;
 use crate::model::ConvState;
 use crate::protocol::{server, ErrorCode};
-use crate::shard::envelope::Envelope;
+use crate::shard::envelope::{Envelope, ReplayTicket};
 use crate::shard::Shard;
 
 /// Entries read from the store per chunk of a catch-up.
@@ -190,23 +190,23 @@ impl Shard {
                         None
                     };
                     add(&self.metrics.frames_out, frames.len() as u64);
-                    let envelope = match summary {
+                    let envelope = |ticket| match summary {
                         Some(summary) => Envelope::Snapshot {
                             conn: conn.id,
                             conv: conv_id.clone(),
                             summary: Some(summary),
                             frames,
-                            credit_from: Some(self.id),
+                            credit_from: Some(ticket),
                         },
                         None => Envelope::ReplayChunk {
                             conn: conn.id,
                             conv: conv_id.clone(),
                             frames,
-                            credit_from: self.id,
+                            credit_from: ticket,
                         },
                     };
                     first = false;
-                    if !self.send_paced(&conv_id, conn, envelope).await {
+                    if !self.send_paced(conn, envelope).await {
                         tracing::info!(conv = %conv_id, conn = ?conn, "replay abandoned: the connection took nothing in");
                         if let Some(conv) = self.convs.borrow_mut().get_mut(&tenant, &conv_id) {
                             conv.unsubscribe_conn(conn);
@@ -235,15 +235,26 @@ impl Shard {
         }
     }
 
-    /// Sends one replay chunk (whose envelope asks for a credit) and waits
-    /// until the connection has taken it in. `false`: no credit came within
-    /// [`REPLAY_CREDIT_TIMEOUT`] (the connection is gone or stalled).
-    async fn send_paced(&self, conv: &ConvId, conn: ConnRef, envelope: Envelope) -> bool {
+    /// Sends one replay chunk (an envelope that asks for a credit for the
+    /// ticket it is given) and waits until the connection has taken it in.
+    /// `false`: no credit came within [`REPLAY_CREDIT_TIMEOUT`] (the
+    /// connection is gone or stalled).
+    async fn send_paced(
+        &self,
+        conn: ConnRef,
+        envelope: impl FnOnce(ReplayTicket) -> Envelope,
+    ) -> bool {
+        let replay = self.next_replay.get();
+        self.next_replay.set(replay + 1);
         let credit = Rc::new(shards::notify::Notify::new());
         self.replay_waits
             .borrow_mut()
-            .insert((conv.clone(), conn), credit.clone());
-        self.conn_bound(conn.shard, envelope);
+            .insert(replay, credit.clone());
+        let ticket = ReplayTicket {
+            shard: self.id,
+            replay,
+        };
+        self.conn_bound(conn.shard, envelope(ticket));
         let granted = futures_lite::future::or(
             async {
                 credit.notified().await;
@@ -255,13 +266,13 @@ impl Shard {
             },
         )
         .await;
-        self.replay_waits.borrow_mut().remove(&(conv.clone(), conn));
+        self.replay_waits.borrow_mut().remove(&replay);
         granted
     }
 
     /// A connection took in a replay chunk: its catch-up may go on.
-    pub fn on_replay_credit(&self, conv: ConvId, conn: ConnRef) {
-        if let Some(credit) = self.replay_waits.borrow().get(&(conv, conn)) {
+    pub fn on_replay_credit(&self, replay: u64) {
+        if let Some(credit) = self.replay_waits.borrow().get(&replay) {
             credit.notify();
         }
     }
@@ -379,13 +390,13 @@ impl Shard {
                 Ok(frames) if !frames.is_empty() => {
                     after += frames.len() as u64;
                     add(&self.metrics.frames_out, frames.len() as u64);
-                    let chunk = Envelope::ReplayChunk {
+                    let chunk = |ticket| Envelope::ReplayChunk {
                         conn: conn.id,
                         conv: conv.clone(),
                         frames,
-                        credit_from: self.id,
+                        credit_from: ticket,
                     };
-                    if !self.send_paced(&conv, conn, chunk).await {
+                    if !self.send_paced(conn, chunk).await {
                         return;
                     }
                 }

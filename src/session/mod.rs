@@ -107,9 +107,8 @@ pub struct Conn {
     pub abort: Cell<bool>,
     /// When the connection was upgraded.
     pub since: Instant,
-    /// Replays waiting for this connection to take in their last chunk:
-    /// (shard to credit, conversation).
-    pub replay_credits: RefCell<Vec<(usize, crate::ids::ConvId)>>,
+    /// Replays waiting for this connection to take in their last chunk.
+    pub replay_credits: RefCell<Vec<crate::shard::envelope::ReplayTicket>>,
     /// When bytes last arrived from the peer (idle detection).
     pub last_read: Cell<Instant>,
     /// A ping was sent for the current silence.
@@ -329,8 +328,8 @@ impl Shard {
                 credit_from,
             } => {
                 if let Some(c) = self.conn(conn) {
-                    if let Some(shard) = credit_from {
-                        c.replay_credits.borrow_mut().push((shard, conv.clone()));
+                    if let Some(ticket) = credit_from {
+                        c.replay_credits.borrow_mut().push(ticket);
                     }
                     let complete = {
                         let mut out = c.out.borrow_mut();
@@ -356,12 +355,12 @@ impl Shard {
             }
             Envelope::ReplayChunk {
                 conn,
-                conv,
+                conv: _,
                 frames,
                 credit_from,
             } => {
                 if let Some(c) = self.conn(conn) {
-                    c.replay_credits.borrow_mut().push((credit_from, conv));
+                    c.replay_credits.borrow_mut().push(credit_from);
                     self.queue_frames(&c, frames);
                     self.grant_replay_credits(&c);
                 }
@@ -387,17 +386,13 @@ impl Shard {
             return;
         }
         let credits = std::mem::take(&mut *conn.replay_credits.borrow_mut());
-        for (shard, conv) in credits {
+        for ticket in credits {
             let envelope = Envelope::ReplayCredit {
-                conv,
-                conn: crate::ids::ConnRef {
-                    shard: self.id,
-                    id: conn.id,
-                },
+                replay: ticket.replay,
             };
             // Through the mesh even to this shard: its local queue runs the
             // handler later, outside whatever borrows the caller holds.
-            self.send(shard, envelope);
+            self.send(ticket.shard, envelope);
         }
     }
 

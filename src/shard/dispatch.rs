@@ -144,7 +144,7 @@ impl Shard {
             | E::Snapshot { .. }
             | E::ReplayChunk { .. }
             | E::CloseConn { .. }) => self.on_conn_envelope(e),
-            E::ReplayCredit { conv, conn } => self.on_replay_credit(conv, conn),
+            E::ReplayCredit { replay } => self.on_replay_credit(replay),
             E::MetricsRequest { from, id } => {
                 let snapshot = Box::new(self.snapshot());
                 self.send(

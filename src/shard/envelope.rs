@@ -332,9 +332,9 @@ pub enum Envelope {
         summary: Option<ConvSummary>,
         /// Entries past the caller's cursor, in seq order.
         frames: Vec<Bytes>,
-        /// More of the replay follows: credit this shard once the connection
+        /// More of the replay follows: credit this replay once the connection
         /// has written most of these (flow control, see `conversation::replay`).
-        credit_from: Option<usize>,
+        credit_from: Option<ReplayTicket>,
     },
     /// A chunk of a replay (after the first), for one connection.
     ReplayChunk {
@@ -344,8 +344,8 @@ pub enum Envelope {
         conv: ConvId,
         /// The entries, in seq order.
         frames: Vec<Bytes>,
-        /// The shard to credit once the connection has written most of them.
-        credit_from: usize,
+        /// The replay to credit once the connection has written most of them.
+        credit_from: ReplayTicket,
     },
     /// Close a connection with this code.
     CloseConn {
@@ -359,10 +359,8 @@ pub enum Envelope {
 
     /// The connection took in a replay chunk: send the next one.
     ReplayCredit {
-        /// The conversation replayed.
-        conv: ConvId,
-        /// The connection.
-        conn: ConnRef,
+        /// The replay credited (its shard is the envelope's destination).
+        replay: u64,
     },
 
     // ----- operations -----
@@ -387,4 +385,15 @@ pub enum Envelope {
     /// Panic in the receiving shard's message handler (a `__panic_shard`
     /// frame, see `crate::debug`).
     DebugPanic,
+}
+
+/// Names one replay in flight, so that its credit wakes that replay and no
+/// other: a connection may take two replays of the same conversation at
+/// once (the one of its `welcome` and a `sync`), each paced on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayTicket {
+    /// The shard running the replay, which the credit goes back to.
+    pub shard: usize,
+    /// The replay's number on that shard.
+    pub replay: u64,
 }

@@ -111,8 +111,11 @@ pub struct Shard {
     pub appender: Appender,
     /// Routers of the tenants placed here.
     pub routers: RefCell<HashMap<TenantId, TenantRouter>>,
-    /// Replays waiting for a connection's credit before their next chunk.
-    pub replay_waits: RefCell<HashMap<(ConvId, ConnRef), Rc<shards::notify::Notify>>>,
+    /// Replays waiting for a connection's credit before their next chunk,
+    /// by replay number (see [`envelope::ReplayTicket`]).
+    pub replay_waits: RefCell<HashMap<u64, Rc<shards::notify::Notify>>>,
+    /// The number the next paced replay chunk gets.
+    pub next_replay: Cell<u64>,
     /// Routing counters of the tenants placed here.
     pub tenant_metrics: RefCell<HashMap<TenantId, crate::metrics::TenantMetrics>>,
     /// Socket read buffer, see [`SCRATCH_BYTES`].
@@ -159,6 +162,7 @@ impl Shard {
             routers: RefCell::new(HashMap::new()),
             tenant_metrics: RefCell::new(HashMap::new()),
             replay_waits: RefCell::new(HashMap::new()),
+            next_replay: Cell::new(0),
             scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
             pool: BufferPool::new(4096, 64 * 1024, 256),
             phase: Cell::new(Phase::Serving),
