@@ -206,6 +206,7 @@ fn the_exposition_parses_and_has_every_family_with_sensible_values() {
         "kefu_errors_total",
         "kefu_commit_batch_entries",
         "kefu_flush_seconds",
+        "kefu_commit_phase_seconds_total",
         "kefu_mesh_backlog",
         "kefu_mesh_ring_full_total",
         "kefu_mesh_messages_total",
@@ -265,6 +266,16 @@ fn the_exposition_parses_and_has_every_family_with_sensible_values() {
     let (flushes, seconds) = histogram(&scrape, &text, "kefu_flush_seconds", &[]);
     assert_eq!(flushes, commits, "one flush per commit");
     assert!(seconds > 0.0 && seconds < 10.0, "{seconds}");
+    // The commit's phases: each counted, together within the commits' time.
+    let phases: Vec<f64> = ["apply", "flush", "sync"]
+        .iter()
+        .map(|p| t("kefu_commit_phase_seconds_total", &[("phase", p)]))
+        .collect();
+    assert!(phases.iter().all(|&s| s > 0.0), "{phases:?}");
+    assert!(
+        phases.iter().sum::<f64>() <= seconds,
+        "{phases:?} of {seconds}"
+    );
 
     // The cross-shard channels: present, and idle now (but for the
     // scrape's own requests, which may still sit in an outbox).

@@ -581,8 +581,15 @@ impl Shard {
                 .await;
             self.appender.in_flight.set(0);
             match result {
-                Ok((_stats, frames)) => {
+                Ok((stats, frames)) => {
                     backoff = Duration::ZERO;
+                    for (cell, phase) in self.metrics.commit_phase_micros.iter().zip([
+                        stats.apply,
+                        stats.flush,
+                        stats.sync,
+                    ]) {
+                        add(cell, phase.as_micros() as u64);
+                    }
                     self.metrics
                         .commit_seconds
                         .observe(started.elapsed().as_secs_f64());

@@ -159,6 +159,11 @@ pub const FLUSH_SECONDS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5,
 ];
+/// The phases of a group commit, as labelled in
+/// `kefu_commit_phase_seconds_total`: encoding and applying the batch to
+/// sled's tree, sled's `flush` (writing its log), and the `fdatasync`.
+pub const COMMIT_PHASES: [&str; 3] = ["apply", "flush", "sync"];
+
 /// Entries per group commit.
 pub const BATCH_ENTRIES: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
@@ -201,6 +206,10 @@ pub struct ShardMetrics {
     pub commit_entries: Histogram,
     /// Group commit latency: apply, flush and fdatasync.
     pub commit_seconds: Histogram,
+    /// Time spent in each phase of the successful group commits, in
+    /// microseconds, by [`COMMIT_PHASES`]: says whether a slow commit is
+    /// the B-tree (apply), sled's write (flush) or the disk (fdatasync).
+    pub commit_phase_micros: [Cell<u64>; 3],
     /// Connections dropped because they did not read their outbound frames.
     pub slow_consumers: Cell<u64>,
     /// Panics caught while handling a connection.
@@ -247,6 +256,7 @@ impl Default for ShardMetrics {
             commit_failures: zero(),
             commit_entries: Histogram::new(BATCH_ENTRIES),
             commit_seconds: Histogram::new(FLUSH_SECONDS),
+            commit_phase_micros: std::array::from_fn(|_| zero()),
             slow_consumers: zero(),
             panics: zero(),
             shard_panics: zero(),
@@ -333,6 +343,8 @@ pub struct ShardSnapshot {
     pub commit_entries: HistogramSnapshot,
     /// See [`ShardMetrics::commit_seconds`].
     pub commit_seconds: HistogramSnapshot,
+    /// See [`ShardMetrics::commit_phase_micros`].
+    pub commit_phase_micros: [u64; 3],
     /// See [`ShardMetrics::slow_consumers`].
     pub slow_consumers: u64,
     /// See [`ShardMetrics::panics`].
@@ -380,6 +392,9 @@ impl ShardMetrics {
             commit_failures: self.commit_failures.get(),
             commit_entries: self.commit_entries.snapshot(),
             commit_seconds: self.commit_seconds.snapshot(),
+            commit_phase_micros: copy(&self.commit_phase_micros)
+                .try_into()
+                .expect("3 phases"),
             slow_consumers: self.slow_consumers.get(),
             panics: self.panics.get(),
             shard_panics: self.shard_panics.get(),

@@ -185,6 +185,26 @@ impl Collector for Snapshots {
         )?;
         family(
             &mut e,
+            "kefu_commit_phase_seconds",
+            "Time spent in each phase of the successful group commits: apply (encode and sled apply_batch), flush (sled writes its log), sync (fdatasync).",
+            MetricType::Counter,
+            |m| {
+                shards.iter().try_for_each(|s| {
+                    crate::metrics::COMMIT_PHASES
+                        .iter()
+                        .zip(s.commit_phase_micros)
+                        .try_for_each(|(phase, micros)| {
+                            m.encode_family(&with(shard_label(s), "phase", *phase))?
+                                .encode_counter::<prometheus_client::encoding::NoLabelSet, f64, u64>(
+                                    &(micros as f64 / 1e6),
+                                    None,
+                                )
+                        })
+                })
+            },
+        )?;
+        family(
+            &mut e,
             "kefu_flush_seconds",
             "Group commit latency: sled apply, flush and fdatasync.",
             MetricType::Histogram,
