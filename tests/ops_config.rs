@@ -246,60 +246,39 @@ fn check_config_errors_name_their_source_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let missing = d.join("nope.toml");
+    // A case whose config file holds `content`, checked by `check-config FILE`.
+    let in_file =
+        |name: &str, content: &str, what: &str, wants: &dyn Fn(&str) -> Vec<String>| -> Case {
+            let f = write(d, name, content);
+            let wants = wants(&f);
+            (what.into(), vec!["check-config".into(), f], vec![], wants)
+        };
     let cases: Vec<Case> = vec![
         // (what, args, env, every text the message must contain)
-        {
-            let f = write(
-                d,
-                "unknown.toml",
-                &format!("{}max_chat = 3\n", tenant("acme")),
-            );
-            (
-                "unknown key".into(),
-                vec!["check-config".into(), f.clone()],
-                vec![],
-                vec![format!("{f}:4:"), "max_chat".into()],
-            )
-        },
-        {
-            let f = write(
-                d,
-                "unknown-top.toml",
-                &format!("listne = \"127.0.0.1:1\"\n{}", tenant("acme")),
-            );
-            (
-                "unknown top-level key".into(),
-                vec!["check-config".into(), f.clone()],
-                vec![],
-                vec![format!("{f}:1:"), "listne".into()],
-            )
-        },
-        {
-            let f = write(
-                d,
-                "duration.toml",
-                &format!("[limits]\nidle_timeout = \"soon\"\n\n{}", tenant("acme")),
-            );
-            (
-                "bad duration in the file".into(),
-                vec!["check-config".into(), f.clone()],
-                vec![],
-                vec![format!("{f}:2:"), "soon".into(), "duration".into()],
-            )
-        },
-        {
-            let f = write(
-                d,
-                "bare.toml",
-                &format!("drain_timeout = 30\n{}", tenant("acme")),
-            );
-            (
-                "duration without a unit in the file".into(),
-                vec!["check-config".into(), f.clone()],
-                vec![],
-                vec![format!("{f}:1:"), "unit".into()],
-            )
-        },
+        in_file(
+            "unknown.toml",
+            &format!("{}max_chat = 3\n", tenant("acme")),
+            "unknown key",
+            &|f| vec![format!("{f}:4:"), "max_chat".into()],
+        ),
+        in_file(
+            "unknown-top.toml",
+            &format!("listne = \"127.0.0.1:1\"\n{}", tenant("acme")),
+            "unknown top-level key",
+            &|f| vec![format!("{f}:1:"), "listne".into()],
+        ),
+        in_file(
+            "duration.toml",
+            &format!("[limits]\nidle_timeout = \"soon\"\n\n{}", tenant("acme")),
+            "bad duration in the file",
+            &|f| vec![format!("{f}:2:"), "soon".into(), "duration".into()],
+        ),
+        in_file(
+            "bare.toml",
+            &format!("drain_timeout = 30\n{}", tenant("acme")),
+            "duration without a unit in the file",
+            &|f| vec![format!("{f}:1:"), "unit".into()],
+        ),
         {
             let f = write(d, "ok.toml", &tenant("acme"));
             (
@@ -323,44 +302,34 @@ fn check_config_errors_name_their_source_and_exit_2() {
                 vec!["--hello-timeout".into(), "later".into()],
             )
         },
-        {
-            let f = write(
-                d,
-                "dup.toml",
-                &format!("{}\n{}\n{}", tenant("acme"), tenant("beta"), tenant("acme")),
-            );
-            (
-                "duplicate tenant".into(),
-                vec!["check-config".into(), f.clone()],
-                vec![],
+        in_file(
+            "dup.toml",
+            &format!("{}\n{}\n{}", tenant("acme"), tenant("beta"), tenant("acme")),
+            "duplicate tenant",
+            &|f| {
                 vec![
-                    f,
+                    f.into(),
                     "tenants[2].id".into(),
                     "\"acme\"".into(),
                     "tenants[0]".into(),
-                ],
-            )
-        },
-        {
-            let f = write(
-                d,
-                "origin.toml",
-                &format!(
-                    "{}origins = [\"https://shop.acme.example/\"]\n",
-                    tenant("acme")
-                ),
-            );
-            (
-                "bad origin".into(),
-                vec!["check-config".into(), f.clone()],
-                vec![],
+                ]
+            },
+        ),
+        in_file(
+            "origin.toml",
+            &format!(
+                "{}origins = [\"https://shop.acme.example/\"]\n",
+                tenant("acme")
+            ),
+            "bad origin",
+            &|f| {
                 vec![
-                    f,
+                    f.into(),
                     "tenants[0].origins".into(),
                     "https://shop.acme.example/".into(),
-                ],
-            )
-        },
+                ]
+            },
+        ),
         (
             "missing file".into(),
             vec!["check-config".into(), missing.to_str().unwrap().into()],
@@ -376,24 +345,15 @@ fn check_config_errors_name_their_source_and_exit_2() {
             vec![("KEFU_CONFIG", missing.to_str().unwrap())],
             vec![missing.to_str().unwrap().into()],
         ),
-        {
-            let f = write(d, "none.toml", "shards = 1\n");
-            (
-                "no tenants".into(),
-                vec!["check-config".into(), f.clone()],
-                vec![],
-                vec![f, "no [[tenants]]".into()],
-            )
-        },
-        {
-            let f = write(d, "shards.toml", &format!("shards = 0\n{}", tenant("acme")));
-            (
-                "invalid value in the file".into(),
-                vec!["check-config".into(), f.clone()],
-                vec![],
-                vec![format!("{f}: shards"), "at least 1".into()],
-            )
-        },
+        in_file("none.toml", "shards = 1\n", "no tenants", &|f| {
+            vec![f.into(), "no [[tenants]]".into()]
+        }),
+        in_file(
+            "shards.toml",
+            &format!("shards = 0\n{}", tenant("acme")),
+            "invalid value in the file",
+            &|f| vec![format!("{f}: shards"), "at least 1".into()],
+        ),
         {
             let f = write(d, "ok3.toml", &tenant("acme"));
             (
