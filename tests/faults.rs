@@ -205,6 +205,7 @@ fn injected_commit_failures_answer_unavailable_and_everything_lands_after_recove
     let (mut bob, _) = gw.login(&gw.visitor_token("bob", &[]));
     let failures_before = gw.metric_sum("kefu_commit_failures_total");
     assert_eq!(failures_before, 0.0);
+    assert_eq!(gw.metric_sum("kefu_store_writable"), 1.0);
 
     set_store_mode(&gw, "fail_commits");
     // Chat messages are refused with `unavailable`, never acknowledged.
@@ -241,8 +242,14 @@ fn injected_commit_failures_answer_unavailable_and_everything_lands_after_recove
     // Counted: failed commits, and the errors by code.
     assert!(gw.metric_sum("kefu_commit_failures_total") > failures_before);
     assert!(metric_with(&gw, "kefu_errors_total", "code=\"unavailable\"") >= 6.0);
+    assert_eq!(
+        gw.metric_sum("kefu_store_writable"),
+        0.0,
+        "an operator sees it"
+    );
 
     set_store_mode(&gw, "healthy");
+    assert_eq!(gw.metric_sum("kefu_store_writable"), 1.0);
     // The waiting system entries land: carl's conversation closes, bob's
     // (and dana's) are queued, then assigned to alice.
     let closed = recv_entry(&mut carl, &c, 4);
@@ -529,6 +536,7 @@ fn a_full_disk_refuses_messages_and_the_gateway_recovers_when_it_has_space_again
     assert!(acked.len() > 100, "only {} messages fit", acked.len());
     assert_eq!(health(&gw), 200, "the gateway stays up");
     assert!(gw.metric_sum("kefu_commit_failures_total") >= 1.0);
+    assert_eq!(gw.metric_sum("kefu_store_writable"), 0.0, "stopped");
     // Still full: still refused (the store does not reopen on a full disk).
     send_msg(&mut ann, &refused[0], None, &text);
     assert_error(
@@ -554,6 +562,7 @@ fn a_full_disk_refuses_messages_and_the_gateway_recovers_when_it_has_space_again
         std::thread::sleep(Duration::from_millis(100));
     };
     acked.push((refused[0].clone(), first["seq"].as_u64().unwrap()));
+    assert_eq!(gw.metric_sum("kefu_store_writable"), 1.0, "reopened");
     for id in &refused[1..] {
         send_msg(&mut ann, id, None, &text);
         let v = answer(&mut ann, id);

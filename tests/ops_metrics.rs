@@ -258,6 +258,7 @@ fn the_exposition_parses_and_has_every_family_with_sensible_values() {
     assert_eq!(t("kefu_errors_total", &[("code", "bad_request")]), 1.0);
     assert_eq!(t("kefu_errors_total", &[("code", "internal")]), 0.0);
     assert_eq!(t("kefu_commit_failures_total", &[]), 0.0);
+    assert_eq!(t("kefu_store_writable", &[]), 1.0);
     let (commits, entries) = histogram(&scrape, &text, "kefu_commit_batch_entries", &[]);
     assert!(
         commits >= 1.0 && entries >= 6.0,

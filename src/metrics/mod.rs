@@ -351,6 +351,9 @@ pub struct ShardSnapshot {
     pub panics: u64,
     /// See [`ShardMetrics::shard_panics`].
     pub shard_panics: u64,
+    /// Whether the store took commits when the snapshot was taken (one
+    /// store serves every shard: the same answer from each).
+    pub store_writable: bool,
     /// See [`ShardMetrics::idle_timeouts`].
     pub idle_timeouts: u64,
     /// Messages sent over the mesh.

@@ -344,6 +344,13 @@ impl Collector for Snapshots {
                 counter(m, &result("failed"), super::RELOADS_FAILED.load(Relaxed))
             },
         )?;
+        family(
+            &mut e,
+            "kefu_store_writable",
+            "1 while the store takes commits; 0 while it is stopped after a failed write (a full disk, an I/O error), when messages get `unavailable` until it reopens by itself.",
+            MetricType::Gauge,
+            |m| m.encode_gauge(&i64::from(shards.iter().all(|s| s.store_writable))),
+        )?;
         let (rss, fds) = process_numbers();
         family(
             &mut e,

@@ -180,6 +180,7 @@ impl Shard {
         s.mesh_backlog = self.mesh.backlog() as u64;
         s.conversations = self.convs.borrow().convs.len() as u64;
         s.append_pending = self.appender.pending_entries() as u64;
+        s.store_writable = self.store.is_writable();
         let tenant_metrics = self.tenant_metrics.borrow();
         s.tenants = self
             .routers

@@ -102,6 +102,10 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.commit(batch)
     }
 
+    fn is_writable(&self) -> bool {
+        self.switch.get() == FaultMode::Healthy && self.inner.is_writable()
+    }
+
     fn dedupe_fingerprints(&self, visit: &mut dyn FnMut(u64)) -> Result<u64, StoreError> {
         self.check("dedupe_fingerprints", false)?;
         self.inner.dedupe_fingerprints(visit)

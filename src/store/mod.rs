@@ -298,6 +298,13 @@ pub trait Store: Send + Sync + 'static {
     /// module docs ("Failures") for what the caller may assume.
     fn commit(&self, batch: &CommitBatch) -> Result<CommitStats, StoreError>;
 
+    /// Whether the store takes commits now (`false` while it is stopped
+    /// after a failed write, until it reopens). Never blocks: it is read
+    /// for `/metrics`. A store that cannot stop says `true`.
+    fn is_writable(&self) -> bool {
+        true
+    }
+
     /// Looks up where each `(sender, client id)` was stored, in order.
     fn lookup_dedupe(&self, keys: &[DedupeKey]) -> Result<Vec<Option<DedupeHit>>, StoreError>;
 

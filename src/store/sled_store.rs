@@ -739,6 +739,10 @@ pub(crate) fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
 }
 
 impl Store for SledStore {
+    fn is_writable(&self) -> bool {
+        SledStore::is_writable(self)
+    }
+
     fn commit(&self, batch: &CommitBatch) -> Result<CommitStats, StoreError> {
         let open = self.writable()?;
         let started = Instant::now();
