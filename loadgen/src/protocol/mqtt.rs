@@ -447,38 +447,14 @@ impl Protocol for Mqtt {
                 _ => Inbound::Other,
             };
         };
-        let mut events = Vec::new();
-        if s.partial.is_empty() {
-            let mut at = 0;
-            loop {
-                match decode_packet(&bytes[at..]) {
-                    Ok(Some((p, n))) => {
-                        at += n;
-                        events.push(self.on_packet(s, p, false, out));
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Inbound::Malformed(e.to_string()),
-                }
-            }
-            s.partial.extend_from_slice(&bytes[at..]);
-        } else {
-            let mut buf = std::mem::take(&mut s.partial);
-            buf.extend_from_slice(bytes);
-            let mut at = 0;
-            loop {
-                match decode_packet(&buf[at..]) {
-                    Ok(Some((p, n))) => {
-                        at += n;
-                        events.push(self.on_packet(s, p, true, out).into_owned());
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Inbound::Malformed(e.to_string()),
-                }
-            }
-            buf.drain(..at);
-            s.partial = buf;
-        }
-        peer::one_or_batch(events)
+        let mut partial = std::mem::take(&mut s.partial);
+        let event = peer::decode_stream(&mut partial, bytes, |buf, owned| {
+            Ok(decode_packet(buf)
+                .map_err(|e| e.to_string())?
+                .map(|(p, n)| (self.on_packet(s, p, owned, out), n)))
+        });
+        s.partial = partial;
+        event
     }
 }
 

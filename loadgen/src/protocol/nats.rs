@@ -534,38 +534,14 @@ impl Protocol for Nats {
             Frame::Binary(b) | Frame::Text(b) => b,
             _ => return Inbound::Other,
         };
-        let mut events = Vec::new();
-        if s.partial.is_empty() {
-            let mut at = 0;
-            loop {
-                match parse_op(&bytes[at..]) {
-                    Ok(Some((op, n))) => {
-                        at += n;
-                        events.push(self.on_op(s, op, false, out));
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Inbound::Malformed(e.to_string()),
-                }
-            }
-            s.partial.extend_from_slice(&bytes[at..]);
-        } else {
-            let mut buf = std::mem::take(&mut s.partial);
-            buf.extend_from_slice(bytes);
-            let mut at = 0;
-            loop {
-                match parse_op(&buf[at..]) {
-                    Ok(Some((op, n))) => {
-                        at += n;
-                        events.push(self.on_op(s, op, true, out).into_owned());
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Inbound::Malformed(e.to_string()),
-                }
-            }
-            buf.drain(..at);
-            s.partial = buf;
-        }
-        peer::one_or_batch(events)
+        let mut partial = std::mem::take(&mut s.partial);
+        let event = peer::decode_stream(&mut partial, bytes, |buf, owned| {
+            Ok(parse_op(buf)
+                .map_err(|e| e.to_string())?
+                .map(|(op, n)| (self.on_op(s, op, owned, out), n)))
+        });
+        s.partial = partial;
+        event
     }
 }
 

@@ -256,6 +256,51 @@ pub fn take_ack(
     }
 }
 
+/// Decodes the packets of a byte stream that arrives in WebSocket frames,
+/// a packet possibly split across frames: `partial` holds the unfinished
+/// tail between calls. `step` decodes one packet at the start of its input
+/// (`Ok(None)`: it needs more bytes) and turns it into an event; its flag
+/// says the input is `partial`'s buffer, not the frame, so the event must
+/// not borrow from it. An error empties `partial` (the stream is broken).
+pub fn decode_stream<'a>(
+    partial: &mut Vec<u8>,
+    bytes: &'a [u8],
+    mut step: impl for<'b> FnMut(&'b [u8], bool) -> Result<Option<(Inbound<'b>, usize)>, String>,
+) -> Inbound<'a> {
+    let mut events = Vec::new();
+    if partial.is_empty() {
+        let mut at = 0;
+        loop {
+            match step(&bytes[at..], false) {
+                Ok(Some((event, n))) => {
+                    at += n;
+                    events.push(event);
+                }
+                Ok(None) => break,
+                Err(e) => return Inbound::Malformed(e),
+            }
+        }
+        partial.extend_from_slice(&bytes[at..]);
+    } else {
+        let mut buf = std::mem::take(partial);
+        buf.extend_from_slice(bytes);
+        let mut at = 0;
+        loop {
+            match step(&buf[at..], true) {
+                Ok(Some((event, n))) => {
+                    at += n;
+                    events.push(event.into_owned());
+                }
+                Ok(None) => break,
+                Err(e) => return Inbound::Malformed(e),
+            }
+        }
+        buf.drain(..at);
+        *partial = buf;
+    }
+    one_or_batch(events)
+}
+
 /// One event, or a batch of them.
 pub fn one_or_batch(mut events: Vec<Inbound<'_>>) -> Inbound<'_> {
     match events.len() {
