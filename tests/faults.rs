@@ -5,14 +5,17 @@
 //! the logs carry on with no gap and no duplicate.
 
 mod common;
+#[path = "../src/store/test_tmpfs.rs"]
+mod test_tmpfs;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::wire::{assert_error, http_request};
 use common::{Client, Gateway, Options};
 use serde_json::{json, Value};
+use test_tmpfs::Tmpfs;
 
 /// A bounded negative check: long enough for a wrongly sent frame to show.
 const QUIET: Duration = Duration::from_millis(300);
@@ -427,38 +430,6 @@ fn without_the_flag_there_are_no_testing_aids() {
     let gw = Gateway::start(faulty(1));
     assert_eq!(admin(&gw, "POST", "/debug/store?mode=broken").0, 400);
     assert_eq!(admin(&gw, "DELETE", "/debug/store").0, 405);
-}
-
-/// A tmpfs mounted on a fresh directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts `mib` MiB, or `None` where mounting is not allowed (not root).
-    fn mount(mib: u64) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 /// Sends messages `m-{from}..` from `c` with up to `window` unanswered,

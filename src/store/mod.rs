@@ -190,6 +190,8 @@ mod keys;
 mod records;
 mod sled_store;
 #[cfg(test)]
+mod test_tmpfs;
+#[cfg(test)]
 mod tests;
 
 pub use faulty::{FaultMode, FaultSwitch, FaultyStore};

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::sled_store::{open_sled, sled_config};
+use super::test_tmpfs::Tmpfs;
 use super::*;
 use crate::config::StoreSettings;
 use crate::ids::Role;
@@ -870,38 +871,6 @@ fn a_reopen_undoes_a_failed_batch_that_reached_the_disk() {
     assert_failed_batch_absent(&store, &good);
     drop(store);
     assert_failed_batch_absent(&open(dir.path()), &good);
-}
-
-/// A tmpfs mounted on a fresh directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts `mib` MiB, or `None` where mounting is not allowed (not root).
-    fn mount(mib: u64) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 #[test]
